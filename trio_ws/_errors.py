@@ -1,0 +1,64 @@
+"""Exceptions shared by the protocol core and the Trio layer."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionClosed",
+    "HandshakeError",
+    "LocalProtocolError",
+    "ProtocolError",
+    "WebSocketError",
+]
+
+
+class WebSocketError(Exception):
+    """Base class of every exception trio_ws raises."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455; ``code`` is the close code to fail the connection with."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class LocalProtocolError(WebSocketError):
+    """This side asked for something the protocol forbids in the current state."""
+
+
+class HandshakeError(WebSocketError):
+    """The opening handshake failed.
+
+    On the server, ``status`` is the HTTP status to answer with; on the client, ``status``,
+    ``headers`` and ``body`` describe the server's non-101 response when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.headers = headers or []
+        self.body = body
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed; ``code`` and ``reason`` say how (1006 if no close frame came).
+
+    ``code`` and ``reason`` are the peer's close frame if one arrived, else ours.
+    """
+
+    def __init__(self, code: int, reason: str, *, by_peer: bool | None = None) -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+        #: True if the peer started the closing handshake, False if we did, None if neither.
+        self.by_peer = by_peer

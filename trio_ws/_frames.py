@@ -1,0 +1,225 @@
+"""Frame codec of RFC 6455 section 5: parse and serialize frames, mask and unmask payloads.
+
+Sans-I/O: bytes in, frame pieces out; frame fields in, bytes out. The parser hands out a data
+frame's payload in pieces as it arrives, so that the connection can validate UTF-8 and
+enforce size limits before a large frame is complete.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from typing import Final
+
+import attrs
+
+from ._errors import ProtocolError
+from ._mask import apply_mask
+
+__all__ = ["FrameHeader", "FrameParser", "Opcode", "apply_mask", "encode_frame", "new_mask"]
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 section 5.2); 3-7 and 0xB-0xF are reserved."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        return self >= 0x8
+
+
+_OPCODES: Final = {int(op): op for op in Opcode}
+
+# RFC 6455 section 5.2: byte 0 is FIN, RSV1-3 and the opcode; byte 1 is MASK and the length.
+FIN: Final = 0x80
+RSV1: Final = 0x40
+RSV2: Final = 0x20
+RSV3: Final = 0x10
+MASK_BIT: Final = 0x80
+
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+
+# Section 5.5: control frames carry at most 125 bytes.
+MAX_CONTROL_PAYLOAD: Final = 125
+
+
+def new_mask() -> bytes:
+    """A fresh, unpredictable 4-byte masking key (section 5.3)."""
+    return os.urandom(4)
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes | bytearray | memoryview,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = None,
+) -> bytes:
+    """Serialize one frame. ``rsv`` holds the RSV bits as in byte 0 (e.g. ``RSV1``).
+
+    ``mask`` is the 4-byte masking key a client must use (section 5.3); servers pass ``None``.
+    """
+    length = len(payload)
+    b0 = (FIN if fin else 0) | rsv | opcode
+    mask_bit = MASK_BIT if mask is not None else 0
+    # Section 5.2: 7-bit length up to 125, 16-bit form up to 65535, 64-bit form beyond.
+    if length < 126:
+        header = bytes((b0, mask_bit | length))
+    elif length < 65536:
+        header = _H16.pack(b0, mask_bit | 126, length)
+    else:
+        header = _H64.pack(b0, mask_bit | 127, length)
+    if mask is None:
+        return header + payload if length else header
+    return header + mask + apply_mask(payload, mask)
+
+
+@attrs.define(slots=True)
+class FrameHeader:
+    """The fixed part of a frame, known before any of its payload."""
+
+    fin: bool
+    rsv: int
+    opcode: Opcode
+    length: int
+    mask: bytes | None
+
+
+class FrameParser:
+    """Incremental frame parser.
+
+    ``feed()`` bytes, then call ``next()`` until it returns ``None``. Each result is
+    ``(header, payload_piece, frame_done)``: a control frame comes whole; a data frame may come
+    in several pieces (unmasked already). Violations of section 5 raise ``ProtocolError`` with
+    the close code to send, as soon as the offending header is seen.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_header",
+        "_offset",
+        "_pos",
+        "_remaining",
+        "allowed_rsv",
+        "expect_masked",
+        "max_frame_size",
+    )
+
+    def __init__(self, *, expect_masked: bool, max_frame_size: int | None) -> None:
+        #: Section 5.1: a server requires masked frames, a client requires unmasked ones.
+        self.expect_masked = expect_masked
+        #: Largest payload accepted in one frame; ``None`` for no limit.
+        self.max_frame_size = max_frame_size
+        #: RSV bits that negotiated extensions may set (section 5.2); others are errors.
+        self.allowed_rsv = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._header: FrameHeader | None = None
+        self._remaining = 0
+        self._offset = 0  # bytes of the current payload already handed out
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> tuple[FrameHeader, bytes, bool] | None:
+        header = self._header
+        if header is None:
+            header = self._parse_header()
+            if header is None:
+                return None
+        available = len(self._buf) - self._pos
+        remaining = self._remaining
+        if available >= remaining:
+            take = remaining
+        elif header.opcode.is_control or available == 0:
+            return None  # control frames are tiny: hand them out whole
+        else:
+            take = available
+        start = self._pos
+        end = start + take
+        piece = bytes(self._buf[start:end])
+        self._pos = end
+        if header.mask is not None and take:
+            mask = header.mask
+            if self._offset & 3:
+                k = self._offset & 3
+                mask = mask[k:] + mask[:k]
+            piece = apply_mask(piece, mask)
+        self._offset += take
+        self._remaining = remaining - take
+        done = self._remaining == 0
+        if done:
+            self._header = None
+            self._offset = 0
+            if self._pos > 65536 and self._pos * 2 > len(self._buf):
+                del self._buf[: self._pos]
+                self._pos = 0
+        return header, piece, done
+
+    def _parse_header(self) -> FrameHeader | None:
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if available < 2:
+            return None
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        length = b1 & 0x7F
+        masked = bool(b1 & MASK_BIT)
+        size = 2 + (4 if masked else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+        if available < size:
+            # Still check what the first two bytes already tell, to fail fast.
+            self._check(b0, masked, length)
+            return None
+        if length == 126:
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        elif length == 127:
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if length >> 63:
+                raise ProtocolError(1002, "frame length has the most significant bit set")
+        opcode = self._check(b0, masked, length)
+        mask = bytes(buf[pos + size - 4 : pos + size]) if masked else None
+        self._pos = pos + size
+        header = FrameHeader(bool(b0 & FIN), b0 & 0x70, opcode, length, mask)
+        self._header = header
+        self._remaining = length
+        self._offset = 0
+        return header
+
+    def _check(self, b0: int, masked: bool, length: int) -> Opcode:
+        opcode = _OPCODES.get(b0 & 0x0F)
+        if opcode is None:
+            raise ProtocolError(1002, f"reserved opcode {b0 & 0x0F:#x}")
+        if b0 & 0x70 & ~self.allowed_rsv:
+            raise ProtocolError(1002, "reserved bit set without a negotiated extension")
+        if masked != self.expect_masked:
+            # Section 5.1: clients must mask, servers must not.
+            raise ProtocolError(1002, "frame is masked" if masked else "frame is not masked")
+        if opcode >= 0x8:
+            # Section 5.5: control frames are never fragmented and carry at most 125 bytes.
+            if not b0 & FIN:
+                raise ProtocolError(1002, "fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError(1002, "control frame payload over 125 bytes")
+        elif self.max_frame_size is not None and length > self.max_frame_size:
+            # Refused from the header, before any payload is buffered. Before the extended
+            # length arrives, ``length`` is 126 or 127, which understates the real length.
+            raise ProtocolError(1009, f"frame over the limit of {self.max_frame_size} bytes")
+        return opcode

@@ -1,0 +1,355 @@
+"""The opening handshake (RFC 6455 section 4), over h11's HTTP/1.1 parser.
+
+``ServerHandshake`` validates an upgrade request and builds the 101 or an ordinary HTTP
+response; ``ClientHandshake`` builds the request and validates the server's answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+import attrs
+import h11
+
+from ._errors import HandshakeError
+from ._headers import Headers, split_tokens
+
+__all__ = [
+    "ClientHandshake",
+    "HandshakeResponse",
+    "Request",
+    "ServerHandshake",
+    "accept_key",
+    "check_header_value",
+]
+
+# Section 1.3: the GUID appended to the key before hashing.
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Largest request or response head accepted (request line plus header fields).
+DEFAULT_MAX_HEAD_SIZE = 16 * 1024
+
+HeaderList = Sequence[tuple[str, str]]
+
+
+def accept_key(key: str | bytes) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (section 4.2.2 step 5.4)."""
+    if isinstance(key, str):
+        key = key.encode("ascii")
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode("ascii")
+
+
+def check_header_value(value: str) -> str:
+    """Refuse a header value with CR, LF or NUL, which would let it inject headers."""
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"invalid character in header value {value!r}")
+    return value
+
+
+def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
+    return [
+        (check_header_value(n).encode("latin-1"), check_header_value(v).encode("latin-1"))
+        for n, v in headers
+    ]
+
+
+@attrs.frozen
+class Request:
+    """An opening handshake request as the server received it."""
+
+    #: The request target as sent, e.g. ``/chat?room=1``.
+    target: str
+    #: The percent-decoded path of the target, e.g. ``/chat``.
+    path: str
+    #: The raw query string, without the ``?``.
+    query: str
+    headers: Headers
+    #: ``Sec-WebSocket-Protocol`` values offered by the client, in preference order.
+    subprotocols: tuple[str, ...]
+    #: The ``Sec-WebSocket-Extensions`` offers, unparsed, one per comma-separated item.
+    extensions: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.headers["sec-websocket-key"]
+
+
+@attrs.frozen
+class HandshakeResponse:
+    """The server's answer as the client received it (status 101 once validated)."""
+
+    status: int
+    headers: Headers
+    subprotocol: str | None
+    extensions: tuple[str, ...]
+
+
+class ServerHandshake:
+    """Server side: bytes in until a valid request, then the response bytes out."""
+
+    def __init__(self, *, max_head_size: int = DEFAULT_MAX_HEAD_SIZE) -> None:
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self.request: Request | None = None
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes that arrived after the request head: the first WebSocket frames."""
+        return bytes(self._h11.trailing_data[0])
+
+    def receive_data(self, data: bytes) -> Request | None:
+        """Feed bytes (``b""`` for end of stream); the request once complete, else ``None``.
+
+        Raises ``HandshakeError`` carrying the HTTP status to answer with.
+        """
+        self._h11.receive_data(data)
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            raise HandshakeError(f"malformed HTTP request: {exc}", status=status) from None
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.ConnectionClosed):
+            raise HandshakeError("connection closed during the handshake", status=400)
+        assert isinstance(event, h11.Request)
+        self.request = _validate_request(event)
+        return self.request
+
+    def accept(
+        self,
+        *,
+        subprotocol: str | None = None,
+        extensions: str | None = None,
+        extra_headers: HeaderList = (),
+    ) -> bytes:
+        """The 101 response bytes (section 4.2.2 step 5)."""
+        request = self.request
+        if request is None:
+            raise RuntimeError("no request to accept yet")
+        if subprotocol is not None and subprotocol not in request.subprotocols:
+            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(request.key)),
+        ]
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        if extensions:
+            headers.append(("Sec-WebSocket-Extensions", extensions))
+        headers.extend(extra_headers)
+        return self._h11.send(
+            h11.InformationalResponse(
+                status_code=101, headers=_encode_headers(headers), reason=b"Switching Protocols"
+            )
+        ) or b""
+
+    def reject(self, status: int, headers: HeaderList = (), body: bytes = b"") -> bytes:
+        """An ordinary HTTP response instead of the upgrade; the connection closes after it."""
+        return http_response(status, headers, body, h11_conn=self._h11)
+
+
+def http_response(
+    status: int,
+    headers: HeaderList = (),
+    body: bytes = b"",
+    *,
+    h11_conn: h11.Connection | None = None,
+) -> bytes:
+    """Serialize a complete HTTP/1.1 response with ``Connection: close``."""
+    conn = h11_conn
+    if conn is None or conn.our_state is not h11.SEND_RESPONSE:
+        # No request was parsed (it was malformed): answer on a fresh h11 state machine.
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.next_event()
+    all_headers = [
+        (n, v)
+        for n, v in headers
+        if n.lower() not in ("content-length", "connection", "transfer-encoding")
+    ]
+    all_headers += [("Content-Length", str(len(body))), ("Connection", "close")]
+    out = conn.send(h11.Response(status_code=status, headers=_encode_headers(all_headers))) or b""
+    if body:
+        out += conn.send(h11.Data(data=body)) or b""
+    out += conn.send(h11.EndOfMessage()) or b""
+    return out
+
+
+def _validate_request(event: h11.Request) -> Request:
+    """Apply section 4.2.1's checks; raise ``HandshakeError`` with the status to answer."""
+    headers = Headers.from_raw(event.headers)
+    if event.method != b"GET":
+        raise HandshakeError(
+            "method must be GET", status=405, headers=[("Allow", "GET")]
+        )
+    if event.http_version != b"1.1":
+        raise HandshakeError("HTTP/1.1 is required", status=400)
+    if "host" not in headers:
+        raise HandshakeError("missing Host header", status=400)
+    if "websocket" not in headers.tokens("upgrade"):
+        raise HandshakeError("missing or invalid Upgrade: websocket header", status=400)
+    if "upgrade" not in headers.tokens("connection"):
+        raise HandshakeError("missing or invalid Connection: upgrade header", status=400)
+    versions = headers.get_all("sec-websocket-version")
+    if versions != ["13"]:
+        raise HandshakeError(
+            "unsupported Sec-WebSocket-Version (13 is required)",
+            status=426,
+            headers=[("Sec-WebSocket-Version", "13")],
+        )
+    keys = headers.get_all("sec-websocket-key")
+    if len(keys) != 1:
+        raise HandshakeError("missing or repeated Sec-WebSocket-Key header", status=400)
+    try:
+        raw_key = base64.b64decode(keys[0].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw_key = b""
+    if len(raw_key) != 16:
+        raise HandshakeError("Sec-WebSocket-Key must be 16 bytes in base64", status=400)
+    target = event.target.decode("latin-1")
+    parts = urlsplit(target)
+    return Request(
+        target=target,
+        path=unquote(parts.path) or "/",
+        query=parts.query,
+        headers=headers,
+        subprotocols=tuple(
+            item for value in headers.get_all("sec-websocket-protocol")
+            for item in split_tokens(value)
+        ),
+        extensions=tuple(
+            item for value in headers.get_all("sec-websocket-extensions")
+            for item in split_tokens(value)
+        ),
+    )
+
+
+class ClientHandshake:
+    """Client side: the request bytes out, then bytes in until the response is validated."""
+
+    def __init__(
+        self,
+        host: str,
+        target: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        extensions: str | None = None,
+        extra_headers: HeaderList = (),
+        max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+        max_body_size: int = 64 * 1024,
+    ) -> None:
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_size)
+        self.key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.subprotocols = tuple(subprotocols)
+        self._max_body = max_body_size
+        self._response: h11.Response | None = None
+        self._body = bytearray()
+        headers = [
+            ("Host", host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self.key),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if self.subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(self.subprotocols)))
+        if extensions:
+            headers.append(("Sec-WebSocket-Extensions", extensions))
+        headers.extend(extra_headers)
+        request = h11.Request(method="GET", target=target, headers=_encode_headers(headers))
+        self._request_bytes = (self._h11.send(request) or b"") + (
+            self._h11.send(h11.EndOfMessage()) or b""
+        )
+
+    def request_bytes(self) -> bytes:
+        return self._request_bytes
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes that arrived after the 101 response: the server's first frames."""
+        return bytes(self._h11.trailing_data[0])
+
+    def receive_data(self, data: bytes) -> HandshakeResponse | None:
+        """Feed bytes (``b""`` at end of stream); the validated 101 response once complete.
+
+        Raises ``HandshakeError`` for an invalid response, or with the status, headers and
+        body of a non-101 response once its body is complete.
+        """
+        self._h11.receive_data(data)
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeError(f"malformed HTTP response: {exc}", status=0) from None
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    return self._validate(event)
+                continue  # e.g. 100 Continue: wait for the final response
+            if isinstance(event, h11.Response):
+                self._response = event
+                continue
+            if isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) <= self._max_body:
+                    continue
+            if isinstance(event, h11.ConnectionClosed) and self._response is None:
+                raise HandshakeError("connection closed during the handshake", status=0)
+            # EndOfMessage, end of stream, or a body over the limit: report the refusal.
+            response = self._response
+            assert response is not None
+            raise HandshakeError(
+                f"server refused the upgrade with HTTP {response.status_code}",
+                status=response.status_code,
+                headers=list(Headers.from_raw(response.headers)),
+                body=bytes(self._body[: self._max_body]),
+            )
+
+    def _validate(self, event: h11.InformationalResponse) -> HandshakeResponse:
+        """Section 4.2.2 and 4.1: the checks a client must make of the 101 response."""
+        headers = Headers.from_raw(event.headers)
+
+        def fail(message: str) -> HandshakeError:
+            return HandshakeError(message, status=101, headers=list(headers))
+
+        if "websocket" not in headers.tokens("upgrade"):
+            raise fail("response lacks Upgrade: websocket")
+        if "upgrade" not in headers.tokens("connection"):
+            raise fail("response lacks Connection: upgrade")
+        if headers.get_all("sec-websocket-accept") != [accept_key(self.key)]:
+            raise fail("wrong Sec-WebSocket-Accept value")
+        protocols = headers.get_all("sec-websocket-protocol")
+        subprotocol = None
+        if protocols:
+            if len(protocols) != 1 or protocols[0] not in self.subprotocols:
+                raise fail(f"server chose a subprotocol that was not offered: {protocols}")
+            subprotocol = protocols[0]
+        extensions = tuple(
+            item
+            for value in headers.get_all("sec-websocket-extensions")
+            for item in split_tokens(value)
+        )
+        return HandshakeResponse(101, headers, subprotocol, extensions)
+
+
+def split_url(url: str) -> tuple[bool, str, int, str]:
+    """``(secure, host, port, target)`` for a ``ws://`` or ``wss://`` URL (section 3)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL: {url!r}")
+    if parts.fragment:
+        raise ValueError("a WebSocket URL must not have a fragment")
+    secure = parts.scheme == "wss"
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"no host in {url!r}")
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return secure, host, port, target
