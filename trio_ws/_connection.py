@@ -26,6 +26,7 @@ from ._extensions import (
     negotiate_server,
 )
 from ._frames import FrameParser, Opcode, encode_frame, new_mask
+from ._headers import Headers
 from ._handshake import (
     DEFAULT_MAX_HEAD_SIZE,
     ClientHandshake,
@@ -183,6 +184,10 @@ class Connection:
             self._server_hs = ServerHandshake(max_head_size=max_head_size)
         self.extensions: list[Extension] = []
         self.subprotocol: str | None = None
+        #: Headers of the 101 response (sent by a server, received by a client).
+        self.response_headers = Headers()
+        #: Headers of the request (client side; the server has them in ``RequestReceived``).
+        self.request_headers = Headers()
         #: The peer's close code and reason, once its close frame arrived.
         self.close_received: tuple[int, str] | None = None
         #: Our close code and reason, once we sent a close frame.
@@ -191,6 +196,7 @@ class Connection:
         self.closed_by_peer: bool | None = None
         #: Set when we failed the connection (section 7.1.7): the code and reason we sent.
         self.failure: ProtocolError | None = None
+        self._pending_failure: ProtocolError | None = None
 
     # State ------------------------------------------------------------------------------------
 
@@ -241,6 +247,7 @@ class Connection:
             extra_headers=extra_headers,
             max_head_size=self.max_head_size,
         )
+        self.request_headers = self._client_hs.request_headers
         return self._client_hs.request_bytes()
 
     def accept(
@@ -263,6 +270,7 @@ class Connection:
         header, accepted = negotiate_server(hs.request.extensions, extensions)
         out = hs.accept(subprotocol=subprotocol, extensions=header, extra_headers=extra_headers)
         self.subprotocol = subprotocol
+        self.response_headers = hs.response_headers
         self._open(accepted, hs.trailing_data)
         return out
 
@@ -309,6 +317,7 @@ class Connection:
             self._set_state(ConnectionState.CLOSED)
             raise
         self.subprotocol = response.subprotocol
+        self.response_headers = response.headers
         self._client_hs = None
         self._open(accepted, hs.trailing_data)
         return [ResponseReceived(response)]
@@ -340,10 +349,22 @@ class Connection:
             return
         self._set_state(ConnectionState.CLOSED)
 
+    @property
+    def failure_pending(self) -> bool:
+        """True when a violation was found behind the events last returned.
+
+        The connection fails at the next ``receive_data()`` call, so that an application
+        can answer the messages that came before the violation before the close frame.
+        """
+        return self._pending_failure is not None
+
     def _receive_frames(self, data: bytes) -> list[Event]:
         parser = self._parser
         if data:
             parser.feed(data)
+        if self._pending_failure is not None:
+            self._fail(self._pending_failure)
+            return []
         events: list[Event] = []
         try:
             while self._state is not ConnectionState.CLOSED:
@@ -361,7 +382,10 @@ class Connection:
                     if message is not None:
                         events.append(message)
         except ProtocolError as exc:
-            self._fail(exc)
+            if events:
+                self._pending_failure = exc
+            else:
+                self._fail(exc)
         return events
 
     def _frame_limit(self, used: int) -> int | None:

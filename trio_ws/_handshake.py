@@ -95,6 +95,8 @@ class ServerHandshake:
     def __init__(self, *, max_head_size: int = DEFAULT_MAX_HEAD_SIZE) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self.request: Request | None = None
+        #: The headers of the 101 response, once ``accept()`` built it.
+        self.response_headers = Headers()
 
     @property
     def trailing_data(self) -> bytes:
@@ -143,11 +145,12 @@ class ServerHandshake:
         if extensions:
             headers.append(("Sec-WebSocket-Extensions", extensions))
         headers.extend(extra_headers)
-        return self._h11.send(
-            h11.InformationalResponse(
-                status_code=101, headers=_encode_headers(headers), reason=b"Switching Protocols"
-            )
-        ) or b""
+        raw = _encode_headers(headers)
+        self.response_headers = Headers.from_raw(raw)
+        response = h11.InformationalResponse(
+            status_code=101, headers=raw, reason=b"Switching Protocols"
+        )
+        return self._h11.send(response) or b""
 
     def reject(self, status: int, headers: HeaderList = (), body: bytes = b"") -> bytes:
         """An ordinary HTTP response instead of the upgrade; the connection closes after it."""
@@ -262,7 +265,9 @@ class ClientHandshake:
         if extensions:
             headers.append(("Sec-WebSocket-Extensions", extensions))
         headers.extend(extra_headers)
-        request = h11.Request(method="GET", target=target, headers=_encode_headers(headers))
+        raw = _encode_headers(headers)
+        self.request_headers = Headers.from_raw(raw)
+        request = h11.Request(method="GET", target=target, headers=raw)
         self._request_bytes = (self._h11.send(request) or b"") + (
             self._h11.send(h11.EndOfMessage()) or b""
         )

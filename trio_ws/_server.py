@@ -1,0 +1,305 @@
+"""The WebSocket server: listeners, one task per connection, the handler's request object."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ._connection import Connection, RequestReceived, Role
+from ._errors import ConnectionClosed, HandshakeError
+from ._extensions import ServerExtensionFactory
+from ._handshake import HeaderList, Request, http_response
+from ._headers import Headers
+from ._websocket import WebSocketConnection, WebSocketOptions
+
+__all__ = ["WebSocketRequest", "WebSocketServer", "serve_websocket"]
+
+logger = logging.getLogger("trio_ws")
+
+Handler = Callable[["WebSocketRequest"], Awaitable[None]]
+
+# accept() errors that mean "out of resources for now", not "the listener is broken".
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class WebSocketRequest:
+    """An opening handshake waiting for the handler's answer: ``accept()`` or ``reject()``."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        core: Connection,
+        request: Request,
+        options: WebSocketOptions,
+        extensions: Sequence[ServerExtensionFactory],
+        nursery: trio.Nursery,
+        connections: set[WebSocketConnection],
+    ) -> None:
+        self._connections = connections
+        self._stream = stream
+        self._core = core
+        self._request = request
+        self._options = options
+        self._extensions = extensions
+        self._nursery = nursery
+        self.connection: WebSocketConnection | None = None
+        self.answered = False
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def query(self) -> str:
+        return self._request.query
+
+    @property
+    def headers(self) -> Headers:
+        return self._request.headers
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """The subprotocols the client offered, in its order of preference."""
+        return self._request.subprotocols
+
+    @property
+    def remote(self) -> Any:
+        from ._websocket import _address
+
+        return _address(self._stream, peer=True)
+
+    async def accept(
+        self, *, subprotocol: str | None = None, extra_headers: HeaderList = ()
+    ) -> WebSocketConnection:
+        """Complete the upgrade and return the open connection."""
+        self._check_unanswered()
+        response = self._core.accept(
+            subprotocol=subprotocol, extensions=self._extensions, extra_headers=extra_headers
+        )
+        self.answered = True
+        await self._stream.send_all(response)
+        conn = WebSocketConnection(
+            self._stream,
+            self._core,
+            self._options,
+            request=self._request,
+            response_headers=self._core.response_headers,
+        )
+        self.connection = conn
+        self._connections.add(conn)
+        self._nursery.start_soon(conn._run)
+        return conn
+
+    async def reject(
+        self, status: int, *, headers: HeaderList = (), body: bytes | str = b""
+    ) -> None:
+        """Answer with an ordinary HTTP response (401, 403, 404, a health check, a page...)."""
+        self._check_unanswered()
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                headers = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
+        response = self._core.reject(status, headers, body)
+        self.answered = True
+        await self._stream.send_all(response)
+
+    def _check_unanswered(self) -> None:
+        if self.answered:
+            raise RuntimeError("this request was already accepted or rejected")
+
+
+class WebSocketServer:
+    """A running server: its listeners and bound ports; ``aclose()`` stops it."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        options: WebSocketOptions,
+        extensions: Sequence[ServerExtensionFactory] = (),
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self._handler = handler
+        self.listeners = list(listeners)
+        self.options = options
+        self.extensions = list(extensions)
+        self.handshake_timeout = handshake_timeout
+        self._cancel_scope = trio.CancelScope()
+        #: Open connections (accepted and not yet closed).
+        self.connections: set[WebSocketConnection] = set()
+
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports the listeners are bound to (useful after binding port 0)."""
+        ports = []
+        for listener in self.listeners:
+            sock = _listener_socket(listener)
+            if sock is not None:
+                ports.append(sock.getsockname()[1])
+        return ports
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    async def run(self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or ``aclose()``: a nursery per listener, a task per connection."""
+        with self._cancel_scope:
+            async with trio.open_nursery() as nursery:
+                for listener in self.listeners:
+                    nursery.start_soon(self._serve_listener, listener)
+                task_status.started(self)
+        for listener in self.listeners:
+            await trio.aclose_forcefully(listener)
+
+    async def aclose(self) -> None:
+        """Stop accepting and close every connection."""
+        self._cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    async def _serve_listener(self, listener: trio.abc.Listener[Any]) -> None:
+        async with trio.open_nursery() as connections:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                        logger.error("accept() failed (%s); pausing 100 ms", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                connections.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        from ._websocket import _address
+
+        remote = _address(stream, peer=True)
+        try:
+            core = Connection(
+                Role.SERVER,
+                max_message_size=self.options.max_message_size,
+                max_frame_size=self.options.max_frame_size,
+                max_head_size=self.options.max_head_size,
+            )
+            request = await self._read_request(stream, core, remote)
+            if request is None:
+                return
+            async with trio.open_nursery() as nursery:
+                ws_request = WebSocketRequest(
+                    stream, core, request, self.options, self.extensions, nursery, self.connections
+                )
+                try:
+                    await self._run_handler(ws_request, remote)
+                finally:
+                    if ws_request.connection is not None:
+                        self.connections.discard(ws_request.connection)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read_request(
+        self, stream: trio.abc.Stream, core: Connection, remote: Any
+    ) -> Request | None:
+        """Read the opening handshake; answer and return ``None`` if it is bad or too slow."""
+        with trio.move_on_after(self.handshake_timeout):
+            try:
+                while True:
+                    data = await stream.receive_some(65536)
+                    for event in core.receive_data(data):
+                        if isinstance(event, RequestReceived):
+                            return event.request
+                    if not data:
+                        return None
+            except HandshakeError as exc:
+                logger.info("handshake from %s failed: %s", _fmt(remote), exc.message)
+                body = f"Failed to open a WebSocket connection: {exc.message}.\n".encode()
+                headers = [*exc.headers, ("Content-Type", "text/plain; charset=utf-8")]
+                with trio.move_on_after(1):
+                    await stream.send_all(http_response(exc.status, headers, body))
+                return None
+        logger.info("handshake from %s timed out", _fmt(remote))
+        return None
+
+    async def _run_handler(self, ws_request: WebSocketRequest, remote: Any) -> None:
+        try:
+            await self._handler(ws_request)
+        except ConnectionClosed:
+            pass  # the connection ended under the handler: nothing to report
+        except Exception:
+            logger.exception("handler failed for %s %s", _fmt(remote), ws_request.path)
+            conn = ws_request.connection
+            if conn is not None:
+                await conn.aclose(1011, "internal error")
+            elif not ws_request.answered:
+                await ws_request.reject(500, body="Internal Server Error\n")
+            return
+        conn = ws_request.connection
+        if conn is not None:
+            await conn.aclose(1000)
+        elif not ws_request.answered:
+            # The handler neither accepted nor rejected: refuse rather than leave it hanging.
+            await ws_request.reject(403, body="Forbidden\n")
+
+
+def _listener_socket(listener: trio.abc.Listener[Any]) -> Any:
+    inner: Any = listener
+    while isinstance(inner, trio.SSLListener):
+        inner = inner.transport_listener
+    return getattr(inner, "socket", None)
+
+
+def _fmt(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+async def serve_websocket(
+    handler: Handler,
+    host: str | bytes | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    options: WebSocketOptions | None = None,
+    extensions: Sequence[ServerExtensionFactory] | None = None,
+    handshake_timeout: float = 10.0,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSockets on ``host:port`` until cancelled or ``server.aclose()``.
+
+    ``handler(request)`` runs in its own task for each handshake; it calls
+    ``await request.accept()`` to get the connection, or ``await request.reject(status)``.
+    Use ``server = await nursery.start(serve_websocket, handler, host, 0)`` to learn the
+    bound ports. ``ssl_context`` serves wss://.
+    """
+    listeners: list[trio.abc.Listener[Any]] = list(
+        await trio.open_tcp_listeners(port, host=host)
+    )
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=False)
+            for listener in listeners
+        ]
+    server = WebSocketServer(
+        handler,
+        listeners,
+        options=options or WebSocketOptions(),
+        extensions=_default_extensions() if extensions is None else extensions,
+        handshake_timeout=handshake_timeout,
+    )
+    await server.run(task_status=task_status)
+
+
+def _default_extensions() -> list[ServerExtensionFactory]:
+    return []

@@ -1,0 +1,465 @@
+"""A WebSocket connection on a Trio stream: one reader task, one writer task.
+
+The application sends through a bounded memory channel to the writer, which encodes and
+writes frames in order (several queued frames per ``send_all``); the reader parses frames and
+queues whole messages in a bounded deque. When that deque is full the reader stops reading
+the socket, which pushes back on the peer; control frames read before that are still answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from ._connection import (
+    CloseReceived,
+    Connection,
+    ConnectionState,
+    Message,
+    Pong,
+    Role,
+)
+from ._errors import ConnectionClosed, LocalProtocolError
+from ._handshake import Request
+from ._headers import Headers
+
+__all__ = ["WebSocketConnection", "WebSocketOptions"]
+
+logger = logging.getLogger("trio_ws")
+
+#: Bytes asked of the socket per read.
+_READ_SIZE = 256 * 1024
+
+
+@attrs.frozen
+class WebSocketOptions:
+    """Limits and timeouts of a connection; the same on server and client."""
+
+    #: Largest message accepted, in bytes (after decompression); larger ones close with 1009.
+    max_message_size: int | None = 1024 * 1024
+    #: Largest single frame accepted; ``None`` means only the message limit applies.
+    max_frame_size: int | None = None
+    #: Received messages held for the application before the reader stops reading.
+    max_queue: int = 16
+    #: Outgoing frames queued for the writer before ``send()`` waits.
+    write_queue: int = 16
+    #: Seconds to wait for the closing handshake before closing the TCP connection.
+    close_timeout: float = 10.0
+    #: Largest HTTP request or response head (request line and headers), in bytes.
+    max_head_size: int = 16 * 1024
+
+
+# Items on the writer's channel: encoded frame bytes, or a request for the core to encode.
+_TEXT_OR_BYTES = 0
+_PING = 1
+_CLOSE = 2
+_FRAME = 3
+
+
+class WebSocketConnection:
+    """An open WebSocket connection.
+
+    ``await send(msg)``, ``await receive()`` or ``async for msg in ws``, ``await ping()``,
+    ``await aclose(code, reason)``. Once closed, every call raises ``ConnectionClosed`` with
+    the close code and reason.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        core: Connection,
+        options: WebSocketOptions,
+        *,
+        request: Request,
+        response_headers: Headers,
+    ) -> None:
+        self._stream = stream
+        self._core = core
+        self._options = options
+        self._request = request
+        self._response_headers = response_headers
+        self._messages: deque[str | bytes] = deque()
+        self._message_lot = trio.lowlevel.ParkingLot()
+        self._space_lot = trio.lowlevel.ParkingLot()
+        self._drained_lot = trio.lowlevel.ParkingLot()
+        self._receivers_waiting = 0
+        self._out_send, self._out_recv = trio.open_memory_channel[Any](options.write_queue)
+        self._pings: dict[bytes, trio.Event] = {}
+        self._close_queued = False
+        self._discard = False  # we are closing: drop incoming messages
+        self._finished = trio.Event()  # the closing handshake completed or the stream ended
+        self._done = trio.Event()  # the stream is closed and both tasks are gone
+        self._cancel_scope: trio.CancelScope | None = None
+        self._writer_done = trio.Event()
+
+    # Properties -------------------------------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        return self._core.role is Role.CLIENT
+
+    @property
+    def state(self) -> ConnectionState:
+        """CONNECTING, OPEN, CLOSING or CLOSED (RFC 6455 sections 4 and 7)."""
+        return self._core.state
+
+    @property
+    def closed(self) -> bool:
+        return self._core.state is ConnectionState.CLOSED
+
+    @property
+    def request(self) -> Request:
+        """The opening handshake request (path, query, headers, offered subprotocols)."""
+        return self._request
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def request_headers(self) -> Headers:
+        return self._request.headers
+
+    @property
+    def response_headers(self) -> Headers:
+        return self._response_headers
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._core.subprotocol
+
+    @property
+    def extensions(self) -> list[str]:
+        """Names of the negotiated extensions."""
+        return [ext.name for ext in self._core.extensions]
+
+    @property
+    def remote(self) -> Any:
+        """The peer's address as the socket reports it (e.g. ``("127.0.0.1", 54321)``)."""
+        return _address(self._stream, peer=True)
+
+    @property
+    def local(self) -> Any:
+        return _address(self._stream, peer=False)
+
+    @property
+    def close_code(self) -> int | None:
+        """How the connection closed: the peer's close code, ours on failure, 1006 if neither.
+
+        ``None`` while it is open.
+        """
+        if self._core.state is not ConnectionState.CLOSED:
+            return None
+        return self._closed_exception().code
+
+    @property
+    def close_reason(self) -> str | None:
+        if self._core.state is not ConnectionState.CLOSED:
+            return None
+        return self._closed_exception().reason
+
+    def _closed_exception(self) -> ConnectionClosed:
+        core = self._core
+        by_peer = core.closed_by_peer
+        if core.close_received is not None:
+            code, reason = core.close_received
+        elif core.failure is not None and core.close_sent is not None:
+            code, reason = core.close_sent
+        else:
+            code, reason = 1006, ""
+        return ConnectionClosed(code, reason, by_peer=by_peer)
+
+    # Application API --------------------------------------------------------------------------
+
+    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Send one message: text for ``str``, binary for bytes-like.
+
+        Waits while the outgoing queue is full. Raises ``ConnectionClosed`` once closing.
+        """
+        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exception()
+        if not isinstance(message, (str, bytes)):
+            message = bytes(message)
+        try:
+            await self._out_send.send((_TEXT_OR_BYTES, message))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_exception() from None
+
+    async def send_frame_bytes(self, frame: bytes) -> None:
+        """Queue frame bytes encoded elsewhere (by a broadcast hub) for this connection."""
+        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exception()
+        try:
+            await self._out_send.send((_FRAME, frame))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_exception() from None
+
+    async def receive(self) -> str | bytes:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises ``ConnectionClosed`` once the connection is closed and no message is left.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        messages = self._messages
+        while not messages:
+            if self._finished.is_set() or self._discard:
+                raise self._closed_exception()
+            self._receivers_waiting += 1
+            self._drained_lot.unpark_all()
+            try:
+                await self._message_lot.park()
+            finally:
+                self._receivers_waiting -= 1
+        message = messages.popleft()
+        if len(messages) < self._options.max_queue:
+            self._space_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        """Messages until the connection closes; a normal close (1000/1001) ends the loop."""
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosed as exc:
+                if exc.code in (1000, 1001):
+                    return
+                raise
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for its pong (RFC 6455 section 5.5.2).
+
+        ``payload`` (at most 125 bytes) defaults to 4 random bytes; it must be unique among
+        pings in flight.
+        """
+        if payload is None:
+            payload = os.urandom(4)
+        if len(payload) > 125:
+            raise ValueError("ping payload over 125 bytes")
+        if payload in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exception()
+        event = trio.Event()
+        self._pings[payload] = event
+        try:
+            await self._out_send.send((_PING, payload))
+            await event.wait()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_exception() from None
+        finally:
+            # A pong removes its ping; one still registered was woken by the close.
+            unanswered = self._pings.pop(payload, None) is not None
+        if unanswered:
+            raise self._closed_exception()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and ``reason`` and wait for the closing handshake.
+
+        Gives up after ``close_timeout`` seconds and closes the TCP connection anyway.
+        Does nothing if the connection is already closed or closing.
+        """
+        if not self._close_queued and self._core.state is ConnectionState.OPEN:
+            self._close_queued = True
+            self._discard = True
+            self._messages.clear()
+            self._space_lot.unpark_all()
+            self._message_lot.unpark_all()
+            self._drained_lot.unpark_all()
+            try:
+                self._out_send.send_nowait((_CLOSE, (code, reason)))
+            except trio.WouldBlock:
+                # The queue is full of frames the peer is not reading: don't wait on them.
+                with trio.move_on_after(self._options.close_timeout):
+                    await self._out_send.send((_CLOSE, (code, reason)))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+        with trio.move_on_after(self._options.close_timeout):
+            await self._finished.wait()
+        if not self._finished.is_set():
+            self._abort()
+        await self._done.wait()
+
+    # Tasks ------------------------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        """Stop both tasks now; the stream is closed without further ado."""
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _run(self) -> None:
+        """Run the reader and writer until the connection is over, then close the stream."""
+        try:
+            with trio.CancelScope() as self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    await self._reader()
+                    self._finish()
+                    # Let the writer flush what is queued, our close frame included.
+                    self._out_send.close()
+                    with trio.move_on_after(self._options.close_timeout):
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+                    await self._linger()
+        finally:
+            self._finish()
+            self._out_send.close()
+            await trio.aclose_forcefully(self._stream)
+            self._done.set()
+
+    async def _linger(self) -> None:
+        """After the close frames: who closes TCP first (RFC 6455 section 7.1.1)."""
+        core = self._core
+        if core.role is Role.SERVER and core.failure is None:
+            return  # the server closes the TCP connection first
+        # A client waits for the server to close; after a failure, we half-close and drain so
+        # that the peer reads our close frame before any reset.
+        if core.failure is not None:
+            try:
+                await self._stream.send_eof()  # type: ignore[attr-defined]
+            except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        with trio.move_on_after(self._options.close_timeout):
+            try:
+                while await self._stream.receive_some(_READ_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def _finish(self) -> None:
+        """The connection is over: wake everyone waiting on it."""
+        if self._finished.is_set():
+            return
+        if self._core.state is not ConnectionState.CLOSED:
+            self._core.receive_eof()
+        self._finished.set()
+        self._message_lot.unpark_all()
+        self._space_lot.unpark_all()
+        for event in self._pings.values():
+            event.set()
+
+    async def _reader(self) -> None:
+        core = self._core
+        stream = self._stream
+        max_queue = self._options.max_queue
+        messages = self._messages
+        try:
+            data = b""  # frames that arrived with the handshake are already buffered
+            while True:
+                events = core.receive_data(data)
+                out = core.data_to_send()
+                if out:
+                    await self._queue_raw(out)
+                for event in events:
+                    if type(event) is Message:
+                        if not self._discard:
+                            messages.append(event.data)
+                            self._message_lot.unpark_all()
+                    elif type(event) is Pong:
+                        self._on_pong(event.payload)
+                    elif type(event) is CloseReceived:
+                        pass  # the core queued our reply; state is CLOSED
+                if core.state is ConnectionState.CLOSED:
+                    return
+                if core.failure_pending:
+                    # Let the application answer the messages before the violation first.
+                    await self._wait_drained()
+                    data = b""
+                    continue
+                while len(messages) >= max_queue and not self._discard:
+                    await self._space_lot.park()
+                data = await stream.receive_some(_READ_SIZE)
+                if not data:
+                    core.receive_eof()
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            core.receive_eof()
+
+    async def _wait_drained(self) -> None:
+        """Wait until the application asked for a message after taking every queued one."""
+        with trio.move_on_after(self._options.close_timeout):
+            while not (self._discard or (not self._messages and self._receivers_waiting)):
+                await self._drained_lot.park()
+
+    async def _queue_raw(self, frame: bytes) -> None:
+        try:
+            self._out_send.send_nowait(frame)
+        except trio.WouldBlock:
+            await self._out_send.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def _on_pong(self, payload: bytes) -> None:
+        # Section 5.5.3: a pong may answer only the latest ping; it acknowledges earlier ones.
+        if payload not in self._pings:
+            return
+        for key in list(self._pings):
+            self._pings.pop(key).set()
+            if key == payload:
+                break
+
+    async def _writer(self) -> None:
+        stream = self._stream
+        recv = self._out_recv
+        try:
+            async for item in recv:
+                batch = [item]
+                while True:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                data = b"".join(self._encode(batch))
+                if data:
+                    await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The peer is gone: nothing more can be written; the reader will see the end.
+            pass
+        finally:
+            self._writer_done.set()
+
+    def _encode(self, batch: Iterable[Any]) -> Iterable[bytes]:
+        core = self._core
+        for item in batch:
+            if type(item) is bytes:
+                yield item  # the core's own output: pongs and close frames
+                continue
+            kind, value = item
+            if core.state is not ConnectionState.OPEN:
+                continue  # closing: data queued before the close is dropped
+            try:
+                if kind == _TEXT_OR_BYTES:
+                    yield core.send_message(value)
+                elif kind == _FRAME:
+                    yield value
+                elif kind == _PING:
+                    yield core.send_ping(value)
+                else:
+                    yield core.send_close(*value)
+            except LocalProtocolError:
+                continue
+
+
+def _address(stream: trio.abc.Stream, *, peer: bool) -> Any:
+    inner: Any = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    if sock is None:
+        return None
+    try:
+        return sock.getpeername() if peer else sock.getsockname()
+    except OSError:
+        return None
