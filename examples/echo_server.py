@@ -1,6 +1,6 @@
 """Echo every message back to its sender, on any path.
 
-    python examples/echo_server.py --host 127.0.0.1 --port 9001
+python examples/echo_server.py --host 127.0.0.1 --port 9001
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Serve with ``serve_websocket(handler, host, port)``; connect with
 ``trio_ws.protocol`` does no I/O and can be used on its own.
 """
 
+from ._broadcast import Room, SlowPolicy
 from ._client import connect_websocket, open_websocket, open_websocket_url
 from ._connection import ConnectionState
 from ._errors import (
@@ -29,6 +30,8 @@ __all__ = [
     "LocalProtocolError",
     "ProtocolError",
     "Request",
+    "Room",
+    "SlowPolicy",
     "WebSocketConnection",
     "WebSocketError",
     "WebSocketOptions",

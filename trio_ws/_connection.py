@@ -26,7 +26,6 @@ from ._extensions import (
     negotiate_server,
 )
 from ._frames import FrameParser, Opcode, encode_frame, new_mask
-from ._headers import Headers
 from ._handshake import (
     DEFAULT_MAX_HEAD_SIZE,
     ClientHandshake,
@@ -35,6 +34,7 @@ from ._handshake import (
     Request,
     ServerHandshake,
 )
+from ._headers import Headers
 
 __all__ = [
     "CloseReceived",
@@ -295,7 +295,7 @@ class Connection:
         if trailing:
             self._parser.feed(trailing)
 
-    def _receive_handshake(self, data: bytes) -> list[Event]:
+    def _receive_handshake(self, data: bytes | bytearray) -> list[Event]:
         if self._server_hs is not None:
             if self._server_hs.request is not None:
                 raise LocalProtocolError("answer the request before feeding more data")
@@ -324,7 +324,7 @@ class Connection:
 
     # Receiving ------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray) -> list[Event]:
         """Feed bytes from the network; return the events they complete.
 
         ``b""`` means "parse what is buffered" once open; use ``receive_eof()`` for the end
@@ -358,7 +358,7 @@ class Connection:
         """
         return self._pending_failure is not None
 
-    def _receive_frames(self, data: bytes) -> list[Event]:
+    def _receive_frames(self, data: bytes | bytearray) -> list[Event]:
         parser = self._parser
         if data:
             parser.feed(data)
@@ -397,7 +397,9 @@ class Connection:
         ]
         return min(limits) if limits else None
 
-    def _data(self, opcode: Opcode, fin: bool, rsv: int, piece: bytes, done: bool) -> Message | None:
+    def _data(
+        self, opcode: Opcode, fin: bool, rsv: int, piece: bytes, done: bool
+    ) -> Message | None:
         assembly = self._assembly
         starts_frame = not self._in_frame
         self._in_frame = not done

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import os
 from collections.abc import Sequence
+from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -73,6 +74,8 @@ class Request:
     subprotocols: tuple[str, ...]
     #: The ``Sec-WebSocket-Extensions`` offers, unparsed, one per comma-separated item.
     extensions: tuple[str, ...]
+    #: False for a plain HTTP GET (no ``Upgrade`` header), which can only get a response.
+    is_upgrade: bool = True
 
     @property
     def key(self) -> str:
@@ -103,12 +106,12 @@ class ServerHandshake:
         """Bytes that arrived after the request head: the first WebSocket frames."""
         return bytes(self._h11.trailing_data[0])
 
-    def receive_data(self, data: bytes) -> Request | None:
+    def receive_data(self, data: bytes | bytearray) -> Request | None:
         """Feed bytes (``b""`` for end of stream); the request once complete, else ``None``.
 
         Raises ``HandshakeError`` carrying the HTTP status to answer with.
         """
-        self._h11.receive_data(data)
+        self._h11.receive_data(bytes(data))
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -133,6 +136,12 @@ class ServerHandshake:
         request = self.request
         if request is None:
             raise RuntimeError("no request to accept yet")
+        if not request.is_upgrade:
+            raise HandshakeError(
+                "not a WebSocket request (no Upgrade header)",
+                status=426,
+                headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            )
         if subprotocol is not None and subprotocol not in request.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
         headers = [
@@ -177,7 +186,12 @@ def http_response(
         if n.lower() not in ("content-length", "connection", "transfer-encoding")
     ]
     all_headers += [("Content-Length", str(len(body))), ("Connection", "close")]
-    out = conn.send(h11.Response(status_code=status, headers=_encode_headers(all_headers))) or b""
+    try:
+        phrase = HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        phrase = b""
+    response = h11.Response(status_code=status, headers=_encode_headers(all_headers), reason=phrase)
+    out = conn.send(response) or b""
     if body:
         out += conn.send(h11.Data(data=body)) or b""
     out += conn.send(h11.EndOfMessage()) or b""
@@ -188,12 +202,16 @@ def _validate_request(event: h11.Request) -> Request:
     """Apply section 4.2.1's checks; raise ``HandshakeError`` with the status to answer."""
     headers = Headers.from_raw(event.headers)
     if event.method != b"GET":
-        raise HandshakeError(
-            "method must be GET", status=405, headers=[("Allow", "GET")]
-        )
+        raise HandshakeError("method must be GET", status=405, headers=[("Allow", "GET")])
+    target = event.target.decode("latin-1")
+    parts = urlsplit(target)
+    path, query = unquote(parts.path) or "/", parts.query
+    if headers.get("upgrade") is None:
+        # A plain HTTP GET: the application may answer it (a page, a health check).
+        return Request(target, path, query, headers, (), (), is_upgrade=False)
     if event.http_version != b"1.1":
         raise HandshakeError("HTTP/1.1 is required", status=400)
-    if "host" not in headers:
+    if headers.get("host") is None:
         raise HandshakeError("missing Host header", status=400)
     if "websocket" not in headers.tokens("upgrade"):
         raise HandshakeError("missing or invalid Upgrade: websocket header", status=400)
@@ -215,19 +233,19 @@ def _validate_request(event: h11.Request) -> Request:
         raw_key = b""
     if len(raw_key) != 16:
         raise HandshakeError("Sec-WebSocket-Key must be 16 bytes in base64", status=400)
-    target = event.target.decode("latin-1")
-    parts = urlsplit(target)
     return Request(
         target=target,
-        path=unquote(parts.path) or "/",
-        query=parts.query,
+        path=path,
+        query=query,
         headers=headers,
         subprotocols=tuple(
-            item for value in headers.get_all("sec-websocket-protocol")
+            item
+            for value in headers.get_all("sec-websocket-protocol")
             for item in split_tokens(value)
         ),
         extensions=tuple(
-            item for value in headers.get_all("sec-websocket-extensions")
+            item
+            for value in headers.get_all("sec-websocket-extensions")
             for item in split_tokens(value)
         ),
     )
@@ -280,13 +298,13 @@ class ClientHandshake:
         """Bytes that arrived after the 101 response: the server's first frames."""
         return bytes(self._h11.trailing_data[0])
 
-    def receive_data(self, data: bytes) -> HandshakeResponse | None:
+    def receive_data(self, data: bytes | bytearray) -> HandshakeResponse | None:
         """Feed bytes (``b""`` at end of stream); the validated 101 response once complete.
 
         Raises ``HandshakeError`` for an invalid response, or with the status, headers and
         body of a non-101 response once its body is complete.
         """
-        self._h11.receive_data(data)
+        self._h11.receive_data(bytes(data))
         while True:
             try:
                 event = self._h11.next_event()

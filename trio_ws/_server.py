@@ -99,10 +99,18 @@ class WebSocketRequest:
         self._nursery.start_soon(conn._run)
         return conn
 
-    async def reject(
+    @property
+    def is_upgrade(self) -> bool:
+        """False for a plain HTTP request, which can only be answered with ``respond()``."""
+        return self._request.is_upgrade
+
+    async def respond(
         self, status: int, *, headers: HeaderList = (), body: bytes | str = b""
     ) -> None:
-        """Answer with an ordinary HTTP response (401, 403, 404, a health check, a page...)."""
+        """Answer with an ordinary HTTP response (a page, a health check, 401, 403, 404...).
+
+        A ``str`` body is sent as UTF-8 ``text/plain`` unless ``headers`` set Content-Type.
+        """
         self._check_unanswered()
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -111,6 +119,9 @@ class WebSocketRequest:
         response = self._core.reject(status, headers, body)
         self.answered = True
         await self._stream.send_all(response)
+
+    #: ``reject(status, ...)`` reads better for refusals; it is the same as ``respond()``.
+    reject = respond
 
     def _check_unanswered(self) -> None:
         if self.answered:
@@ -152,7 +163,9 @@ class WebSocketServer:
     def port(self) -> int:
         return self.ports[0]
 
-    async def run(self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until cancelled or ``aclose()``: a nursery per listener, a task per connection."""
         with self._cancel_scope:
             async with trio.open_nursery() as nursery:
@@ -236,6 +249,11 @@ class WebSocketServer:
             await self._handler(ws_request)
         except ConnectionClosed:
             pass  # the connection ended under the handler: nothing to report
+        except HandshakeError as exc:
+            # accept() refused the request (e.g. a plain GET): answer with its status.
+            if not ws_request.answered:
+                await ws_request.respond(exc.status, headers=exc.headers, body=exc.message + "\n")
+            return
         except Exception:
             logger.exception("handler failed for %s %s", _fmt(remote), ws_request.path)
             conn = ws_request.connection
@@ -248,8 +266,15 @@ class WebSocketServer:
         if conn is not None:
             await conn.aclose(1000)
         elif not ws_request.answered:
-            # The handler neither accepted nor rejected: refuse rather than leave it hanging.
-            await ws_request.reject(403, body="Forbidden\n")
+            # The handler neither accepted nor answered: refuse rather than leave it hanging.
+            if ws_request.is_upgrade:
+                await ws_request.respond(403, body="Forbidden\n")
+            else:
+                await ws_request.respond(
+                    426,
+                    headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                    body="This is a WebSocket endpoint.\n",
+                )
 
 
 def _listener_socket(listener: trio.abc.Listener[Any]) -> Any:
@@ -283,9 +308,7 @@ async def serve_websocket(
     Use ``server = await nursery.start(serve_websocket, handler, host, 0)`` to learn the
     bound ports. ``ssl_context`` serves wss://.
     """
-    listeners: list[trio.abc.Listener[Any]] = list(
-        await trio.open_tcp_listeners(port, host=host)
-    )
+    listeners: list[trio.abc.Listener[Any]] = list(await trio.open_tcp_listeners(port, host=host))
     if ssl_context is not None:
         listeners = [
             trio.SSLListener(listener, ssl_context, https_compatible=False)

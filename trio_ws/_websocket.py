@@ -8,10 +8,11 @@ the socket, which pushes back on the peer; control frames read before that are s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -32,6 +33,9 @@ from ._headers import Headers
 __all__ = ["WebSocketConnection", "WebSocketOptions"]
 
 logger = logging.getLogger("trio_ws")
+
+#: What a stream raises once the peer or our side has closed it.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 #: Bytes asked of the socket per read.
 _READ_SIZE = 256 * 1024
@@ -96,6 +100,9 @@ class WebSocketConnection:
         self._finished = trio.Event()  # the closing handshake completed or the stream ended
         self._done = trio.Event()  # the stream is closed and both tasks are gone
         self._cancel_scope: trio.CancelScope | None = None
+        self._close_deadline = float("inf")
+        #: Called once, without arguments, when the connection is over.
+        self._on_close: list[Callable[[], object]] = []
         self._writer_done = trio.Event()
 
     # Properties -------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ class WebSocketConnection:
             message = bytes(message)
         try:
             await self._out_send.send((_TEXT_OR_BYTES, message))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except _GONE:
             raise self._closed_exception() from None
 
     async def send_frame_bytes(self, frame: bytes) -> None:
@@ -199,7 +206,7 @@ class WebSocketConnection:
             raise self._closed_exception()
         try:
             await self._out_send.send((_FRAME, frame))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except _GONE:
             raise self._closed_exception() from None
 
     async def receive(self) -> str | bytes:
@@ -257,7 +264,7 @@ class WebSocketConnection:
         try:
             await self._out_send.send((_PING, payload))
             await event.wait()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except _GONE:
             raise self._closed_exception() from None
         finally:
             # A pong removes its ping; one still registered was woken by the close.
@@ -268,41 +275,56 @@ class WebSocketConnection:
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason`` and wait for the closing handshake.
 
-        Gives up after ``close_timeout`` seconds and closes the TCP connection anyway.
-        Does nothing if the connection is already closed or closing.
+        Messages already sent are written first. After ``close_timeout`` seconds the TCP
+        connection is closed anyway. Does nothing more if the connection is already closing.
         """
-        if not self._close_queued and self._core.state is ConnectionState.OPEN:
-            self._close_queued = True
-            self._discard = True
-            self._messages.clear()
-            self._space_lot.unpark_all()
-            self._message_lot.unpark_all()
-            self._drained_lot.unpark_all()
+        if self._start_close():
             try:
                 self._out_send.send_nowait((_CLOSE, (code, reason)))
             except trio.WouldBlock:
-                # The queue is full of frames the peer is not reading: don't wait on them.
-                with trio.move_on_after(self._options.close_timeout):
+                # The peer is slow to read what we sent: wait (bounded by the close deadline).
+                with trio.CancelScope(deadline=self._close_deadline):
                     await self._out_send.send((_CLOSE, (code, reason)))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+            except _GONE:
                 pass
-        with trio.move_on_after(self._options.close_timeout):
-            await self._finished.wait()
-        if not self._finished.is_set():
-            self._abort()
         await self._done.wait()
 
-    # Tasks ------------------------------------------------------------------------------------
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start closing without waiting, dropping outgoing frames not yet written.
 
-    def _abort(self) -> None:
-        """Stop both tasks now; the stream is closed without further ado."""
+        For a peer that does not keep up (a broadcast's slow member): the close frame goes
+        out as soon as the socket takes it; after ``close_timeout`` the TCP connection closes.
+        """
+        if self._start_close():
+            while True:
+                try:
+                    self._out_recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            with contextlib.suppress(trio.WouldBlock, *_GONE):
+                self._out_send.send_nowait((_CLOSE, (code, reason)))
+
+    def _start_close(self) -> bool:
+        """Mark the connection closing and arm the close deadline; False if already done."""
+        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+            return False
+        self._close_queued = True
+        self._discard = True
+        self._messages.clear()
+        self._space_lot.unpark_all()
+        self._message_lot.unpark_all()
+        self._drained_lot.unpark_all()
+        self._close_deadline = trio.current_time() + self._options.close_timeout
         if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+            self._cancel_scope.deadline = min(self._cancel_scope.deadline, self._close_deadline)
+        return True
+
+    # Tasks ------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         """Run the reader and writer until the connection is over, then close the stream."""
         try:
-            with trio.CancelScope() as self._cancel_scope:
+            with trio.CancelScope(deadline=self._close_deadline) as self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     await self._reader()
@@ -327,15 +349,15 @@ class WebSocketConnection:
         # A client waits for the server to close; after a failure, we half-close and drain so
         # that the peer reads our close frame before any reset.
         if core.failure is not None:
-            try:
-                await self._stream.send_eof()  # type: ignore[attr-defined]
-            except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            send_eof = getattr(self._stream, "send_eof", None)
+            if send_eof is not None:
+                with contextlib.suppress(*_GONE):
+                    await send_eof()
         with trio.move_on_after(self._options.close_timeout):
             try:
                 while await self._stream.receive_some(_READ_SIZE):
                     pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except _GONE:
                 pass
 
     def _finish(self) -> None:
@@ -349,6 +371,9 @@ class WebSocketConnection:
         self._space_lot.unpark_all()
         for event in self._pings.values():
             event.set()
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
 
     async def _reader(self) -> None:
         core = self._core
@@ -356,7 +381,7 @@ class WebSocketConnection:
         max_queue = self._options.max_queue
         messages = self._messages
         try:
-            data = b""  # frames that arrived with the handshake are already buffered
+            data: bytes | bytearray = b""  # frames that came with the handshake are buffered
             while True:
                 events = core.receive_data(data)
                 out = core.data_to_send()
@@ -384,7 +409,7 @@ class WebSocketConnection:
                 if not data:
                     core.receive_eof()
                     return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except _GONE:
             core.receive_eof()
 
     async def _wait_drained(self) -> None:
@@ -398,7 +423,7 @@ class WebSocketConnection:
             self._out_send.send_nowait(frame)
         except trio.WouldBlock:
             await self._out_send.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except _GONE:
             pass
 
     def _on_pong(self, payload: bytes) -> None:
@@ -424,7 +449,7 @@ class WebSocketConnection:
                 data = b"".join(self._encode(batch))
                 if data:
                     await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except _GONE:
             # The peer is gone: nothing more can be written; the reader will see the end.
             pass
         finally:
