@@ -23,6 +23,8 @@ logger = logging.getLogger("trio_ws")
 
 Handler = Callable[["WebSocketRequest"], Awaitable[None]]
 
+_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+
 # accept() errors that mean "out of resources for now", not "the listener is broken".
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -139,14 +141,20 @@ class WebSocketServer:
         options: WebSocketOptions,
         extensions: Sequence[ServerExtensionFactory] = (),
         handshake_timeout: float = 10.0,
+        max_connections: int | None = None,
+        origins: Sequence[str | None] | None = None,
     ) -> None:
         self._handler = handler
         self.listeners = list(listeners)
         self.options = options
         self.extensions = list(extensions)
         self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self.origins = None if origins is None else set(origins)
         self._cancel_scope = trio.CancelScope()
-        #: Open connections (accepted and not yet closed).
+        self._stopped = trio.Event()
+        self._tcp_connections = 0
+        #: Open WebSocket connections (accepted and not yet closed).
         self.connections: set[WebSocketConnection] = set()
 
     @property
@@ -166,32 +174,69 @@ class WebSocketServer:
     async def run(
         self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled or ``aclose()``: a nursery per listener, a task per connection."""
-        with self._cancel_scope:
-            async with trio.open_nursery() as nursery:
-                for listener in self.listeners:
-                    nursery.start_soon(self._serve_listener, listener)
-                task_status.started(self)
-        for listener in self.listeners:
-            await trio.aclose_forcefully(listener)
+        """Serve until cancelled or ``aclose()``, then shut down gracefully.
+
+        Shutting down stops accepting, closes every connection with 1001 and waits up to
+        ``close_timeout`` for the closing handshakes before cancelling what is left.
+        """
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    for listener in self.listeners:
+                        nursery.start_soon(self._serve_listener, listener)
+                    task_status.started(self)
+        finally:
+            self._stopped.set()
 
     async def aclose(self) -> None:
-        """Stop accepting and close every connection."""
+        """Shut down gracefully (see ``run()``) and return once it is done."""
         self._cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()
+        await self._stopped.wait()
 
     async def _serve_listener(self, listener: trio.abc.Listener[Any]) -> None:
-        async with trio.open_nursery() as connections:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                        logger.error("accept() failed (%s); pausing 100 ms", exc)
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                connections.start_soon(self._serve_connection, stream)
+        """Accept on one listener; its connections live in a nursery of their own."""
+        # The connections' nursery is shielded so that cancelling the server does not cut
+        # them off: they get a close frame with 1001 and time to finish the handshake.
+        shield = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+            connections: trio.Nursery = await outer.start(self._connection_nursery, shield)
+            try:
+                await self._accept_loop(listener, connections)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(listener)
+                    await self._shutdown(connections)
+                    shield.cancel()
+
+    @staticmethod
+    async def _connection_nursery(
+        shield: trio.CancelScope, task_status: trio.TaskStatus[trio.Nursery]
+    ) -> None:
+        with shield:
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
+
+    async def _shutdown(self, connections: trio.Nursery) -> None:
+        for conn in list(self.connections):
+            conn.close_nowait(1001, "server shutting down")
+        with trio.move_on_after(self.options.close_timeout):
+            while connections.child_tasks:
+                await trio.sleep(0.01)
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[Any], connections: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    logger.error("accept() failed (%s); pausing 100 ms", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            connections.start_soon(self._serve_connection, stream)
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         from ._websocket import _address
@@ -204,8 +249,15 @@ class WebSocketServer:
                 max_frame_size=self.options.max_frame_size,
                 max_head_size=self.options.max_head_size,
             )
+            self._tcp_connections += 1
             request = await self._read_request(stream, core, remote)
             if request is None:
+                return
+            refusal = self._refusal(request)
+            if refusal is not None:
+                status, message = refusal
+                logger.info("refused %s %s: %s", _fmt(remote), request.target, message)
+                await stream.send_all(core.reject(status, _TEXT, f"{message}\n".encode()))
                 return
             async with trio.open_nursery() as nursery:
                 ws_request = WebSocketRequest(
@@ -219,7 +271,21 @@ class WebSocketServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
+            self._tcp_connections -= 1
             await trio.aclose_forcefully(stream)
+
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """The status and message to refuse a request with before the handler sees it."""
+        if self.max_connections is not None and self._tcp_connections > self.max_connections:
+            return 503, "Too many connections, try again later"
+        origins = self.origins
+        if (
+            origins is not None
+            and request.is_upgrade
+            and request.headers.get("origin") not in origins
+        ):
+            return 403, "Origin not allowed"
+        return None
 
     async def _read_request(
         self, stream: trio.abc.Stream, core: Connection, remote: Any
@@ -299,6 +365,8 @@ async def serve_websocket(
     options: WebSocketOptions | None = None,
     extensions: Sequence[ServerExtensionFactory] | None = None,
     handshake_timeout: float = 10.0,
+    max_connections: int | None = None,
+    origins: Sequence[str | None] | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSockets on ``host:port`` until cancelled or ``server.aclose()``.
@@ -306,7 +374,10 @@ async def serve_websocket(
     ``handler(request)`` runs in its own task for each handshake; it calls
     ``await request.accept()`` to get the connection, or ``await request.reject(status)``.
     Use ``server = await nursery.start(serve_websocket, handler, host, 0)`` to learn the
-    bound ports. ``ssl_context`` serves wss://.
+    bound ports. ``ssl_context`` serves wss://. A handshake must complete within
+    ``handshake_timeout`` seconds; past ``max_connections`` TCP connections, new requests get
+    503; with ``origins``, an upgrade whose ``Origin`` is not listed gets 403 (list ``None``
+    to allow clients that send no Origin). Cancelling it shuts down gracefully (1001).
     """
     listeners: list[trio.abc.Listener[Any]] = list(await trio.open_tcp_listeners(port, host=host))
     if ssl_context is not None:
@@ -320,6 +391,8 @@ async def serve_websocket(
         options=options or WebSocketOptions(),
         extensions=_default_extensions() if extensions is None else extensions,
         handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        origins=origins,
     )
     await server.run(task_status=task_status)
 

@@ -57,6 +57,10 @@ class WebSocketOptions:
     close_timeout: float = 10.0
     #: Largest HTTP request or response head (request line and headers), in bytes.
     max_head_size: int = 16 * 1024
+    #: Seconds between keepalive pings; ``None`` turns keepalive off.
+    ping_interval: float | None = 20.0
+    #: Seconds to wait for a keepalive pong before closing with 1011.
+    ping_timeout: float | None = 20.0
 
 
 # Items on the writer's channel: encoded frame bytes, or a request for the core to encode.
@@ -217,7 +221,9 @@ class WebSocketConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
         while not messages:
-            if self._finished.is_set() or self._discard:
+            if self._discard and not self._finished.is_set():
+                await self._finished.wait()  # we are closing: report how it ends
+            if self._finished.is_set():
                 raise self._closed_exception()
             self._receivers_waiting += 1
             self._drained_lot.unpark_all()
@@ -327,6 +333,8 @@ class WebSocketConnection:
             with trio.CancelScope(deadline=self._close_deadline) as self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
+                    if self._options.ping_interval is not None:
+                        nursery.start_soon(self._keepalive, self._options.ping_interval)
                     await self._reader()
                     self._finish()
                     # Let the writer flush what is queued, our close frame included.
@@ -340,6 +348,21 @@ class WebSocketConnection:
             self._out_send.close()
             await trio.aclose_forcefully(self._stream)
             self._done.set()
+
+    async def _keepalive(self, interval: float) -> None:
+        """Ping every ``interval`` seconds; close with 1011 if a pong is late (RFC 6455 7.4.1)."""
+        timeout = self._options.ping_timeout
+        while True:
+            await trio.sleep(interval)
+            try:
+                with trio.move_on_after(timeout if timeout is not None else float("inf")):
+                    await self.ping()
+                    continue
+            except ConnectionClosed:
+                return
+            logger.info("keepalive ping to %s timed out", self.remote)
+            self.close_nowait(1011, "keepalive ping timeout")
+            return
 
     async def _linger(self) -> None:
         """After the close frames: who closes TCP first (RFC 6455 section 7.1.1)."""
