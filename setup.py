@@ -1,0 +1,7 @@
+"""Build the optional C extension; the package works without it (pure-Python masking)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[Extension("trio_ws._speedups", ["trio_ws/_speedups.c"], optional=True)],
+)
