@@ -336,6 +336,10 @@ class WebSocketConnection:
                     if self._options.ping_interval is not None:
                         nursery.start_soon(self._keepalive, self._options.ping_interval)
                     await self._reader()
+                    if self._core.failure is not None:
+                        logger.info(
+                            "connection with %s failed: %s", self.remote, self._core.failure
+                        )
                     self._finish()
                     # Let the writer flush what is queued, our close frame included.
                     self._out_send.close()
