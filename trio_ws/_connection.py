@@ -220,8 +220,8 @@ class Connection:
         """The code that describes how the connection closed (1006 if no close frame came)."""
         if self.close_received is not None:
             return self.close_received[0]
-        if self.close_sent is not None and self.failure is not None:
-            return self.close_sent[0]
+        if self.failure is not None:
+            return self.failure.code
         return 1006
 
     # Opening handshake ------------------------------------------------------------------------
@@ -439,6 +439,12 @@ class Connection:
                 assembly.text.append(assembly.utf8.decode(data, final))
             except UnicodeDecodeError:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
+            if not final:
+                # Python's decoder holds back ED A0..ED BF (a UTF-16 surrogate) instead of
+                # failing at once; no continuation can make it valid.
+                held = assembly.utf8.getstate()[0]
+                if len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0:
+                    raise ProtocolError(1007, "invalid UTF-8 in a text message")
         else:
             assembly.parts.append(data)
         if not final:
@@ -494,6 +500,7 @@ class Connection:
     def _fail(self, error: ProtocolError) -> None:
         """Section 7.1.7: send a close frame with the error's code, then stop processing."""
         self.failure = error
+        self._pending_failure = None
         if self.close_sent is None and self._state is not ConnectionState.CONNECTING:
             reason = error.reason.encode("utf-8")[:123]
             self._out += self._frame(Opcode.CLOSE, _CLOSE_CODE.pack(error.code) + reason)

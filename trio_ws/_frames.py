@@ -216,6 +216,9 @@ class FrameParser:
             # Section 5.5: control frames are never fragmented and carry at most 125 bytes.
             if not b0 & FIN:
                 raise ProtocolError(1002, "fragmented control frame")
+            if b0 & 0x70:
+                # Extensions give RSV bits a meaning on data frames only (RFC 7692 section 6).
+                raise ProtocolError(1002, "reserved bit set on a control frame")
             if length > MAX_CONTROL_PAYLOAD:
                 raise ProtocolError(1002, "control frame payload over 125 bytes")
         elif self.max_frame_size is not None and length > self.max_frame_size:

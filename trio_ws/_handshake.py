@@ -97,6 +97,8 @@ class ServerHandshake:
 
     def __init__(self, *, max_head_size: int = DEFAULT_MAX_HEAD_SIZE) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
+        self._fed = 0
         self.request: Request | None = None
         #: The headers of the 101 response, once ``accept()`` built it.
         self.response_headers = Headers()
@@ -112,6 +114,7 @@ class ServerHandshake:
         Raises ``HandshakeError`` carrying the HTTP status to answer with.
         """
         self._h11.receive_data(bytes(data))
+        self._fed += len(data)
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -122,6 +125,9 @@ class ServerHandshake:
         if isinstance(event, h11.ConnectionClosed):
             raise HandshakeError("connection closed during the handshake", status=400)
         assert isinstance(event, h11.Request)
+        # h11 bounds only an incomplete head; a complete one that came at once is checked here.
+        if _head_size(self._h11, self._fed) > self._max_head_size:
+            raise HandshakeError("request head too large", status=431)
         self.request = _validate_request(event)
         return self.request
 
@@ -198,6 +204,11 @@ def http_response(
     return out
 
 
+def _head_size(conn: h11.Connection, fed: int) -> int:
+    """Bytes consumed so far: everything fed but what h11 still holds unparsed."""
+    return fed - len(conn.trailing_data[0])
+
+
 def _validate_request(event: h11.Request) -> Request:
     """Apply section 4.2.1's checks; raise ``HandshakeError`` with the status to answer."""
     headers = Headers.from_raw(event.headers)
@@ -266,6 +277,8 @@ class ClientHandshake:
         max_body_size: int = 64 * 1024,
     ) -> None:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
+        self._fed = 0
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         self.subprotocols = tuple(subprotocols)
         self._max_body = max_body_size
@@ -305,6 +318,7 @@ class ClientHandshake:
         body of a non-101 response once its body is complete.
         """
         self._h11.receive_data(bytes(data))
+        self._fed += len(data)
         while True:
             try:
                 event = self._h11.next_event()
@@ -312,6 +326,11 @@ class ClientHandshake:
                 raise HandshakeError(f"malformed HTTP response: {exc}", status=0) from None
             if event is h11.NEED_DATA:
                 return None
+            if (
+                isinstance(event, (h11.InformationalResponse, h11.Response))
+                and _head_size(self._h11, self._fed) > self._max_head_size
+            ):
+                raise HandshakeError("response head too large", status=0)
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     return self._validate(event)

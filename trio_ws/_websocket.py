@@ -180,8 +180,8 @@ class WebSocketConnection:
         by_peer = core.closed_by_peer
         if core.close_received is not None:
             code, reason = core.close_received
-        elif core.failure is not None and core.close_sent is not None:
-            code, reason = core.close_sent
+        elif core.failure is not None:
+            code, reason = core.failure.code, core.failure.reason
         else:
             code, reason = 1006, ""
         return ConnectionClosed(code, reason, by_peer=by_peer)
