@@ -8,6 +8,7 @@ Serve with ``serve_websocket(handler, host, port)``; connect with
 from ._broadcast import Room, SlowPolicy
 from ._client import connect_websocket, open_websocket, open_websocket_url
 from ._connection import ConnectionState
+from ._deflate import PerMessageDeflate
 from ._errors import (
     ConnectionClosed,
     HandshakeError,
@@ -28,6 +29,7 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "LocalProtocolError",
+    "PerMessageDeflate",
     "ProtocolError",
     "Request",
     "Room",

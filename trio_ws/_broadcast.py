@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from ._connection import ConnectionState, Role
+from ._extensions import encode_message
 from ._frames import Opcode, encode_frame
 from ._websocket import _FRAME, _TEXT_OR_BYTES, WebSocketConnection
 
@@ -117,10 +118,7 @@ class Room:
                 else:
                     item = shared.get(key)
                     if item is None:
-                        rsv = 0
-                        data = payload
-                        for ext in core.extensions:
-                            rsv, data = ext.encode(opcode, data)
+                        rsv, data = encode_message(core.extensions, opcode, payload)
                         item = shared[key] = (_FRAME, encode_frame(opcode, data, rsv=rsv))
             try:
                 ws._out_send.send_nowait(item)

@@ -10,7 +10,6 @@ import trio
 
 from ._connection import Connection, ResponseReceived, Role
 from ._errors import HandshakeError
-from ._extensions import ClientExtensionFactory
 from ._handshake import HeaderList, Request, split_url
 from ._websocket import WebSocketConnection, WebSocketOptions
 
@@ -32,7 +31,6 @@ async def connect_websocket(
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
-    extensions: Sequence[ClientExtensionFactory] | None = None,
     connect_timeout: float = 10.0,
 ) -> WebSocketConnection:
     """Connect and handshake; the connection's tasks run in ``nursery``.
@@ -55,7 +53,7 @@ async def connect_websocket(
         resource,
         subprotocols=subprotocols,
         extra_headers=extra_headers,
-        extensions=_default_extensions() if extensions is None else extensions,
+        extensions=[options.compression] if options.compression is not None else [],
     )
     with trio.fail_after(connect_timeout):
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
@@ -99,7 +97,6 @@ async def open_websocket(
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
-    extensions: Sequence[ClientExtensionFactory] | None = None,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[WebSocketConnection]:
     """``async with open_websocket(host, port, "/path") as ws:`` a connection for the block.
@@ -116,7 +113,6 @@ async def open_websocket(
             subprotocols=subprotocols,
             extra_headers=extra_headers,
             options=options,
-            extensions=extensions,
             connect_timeout=connect_timeout,
         )
         try:
@@ -137,7 +133,6 @@ def open_websocket_url(
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
-    extensions: Sequence[ClientExtensionFactory] | None = None,
     connect_timeout: float = 10.0,
 ) -> AbstractAsyncContextManager[WebSocketConnection]:
     """``async with open_websocket_url("wss://example.com/feed") as ws:``."""
@@ -150,10 +145,5 @@ def open_websocket_url(
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         options=options,
-        extensions=extensions,
         connect_timeout=connect_timeout,
     )
-
-
-def _default_extensions() -> list[ClientExtensionFactory]:
-    return []

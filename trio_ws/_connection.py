@@ -22,6 +22,7 @@ from ._extensions import (
     Extension,
     MessageDecoder,
     ServerExtensionFactory,
+    encode_message,
     negotiate_client,
     negotiate_server,
 )
@@ -415,8 +416,11 @@ class Connection:
             else:
                 if rsv:
                     raise ProtocolError(1002, "reserved bit set without a negotiated extension")
-            if fin and done and decoder is None:
-                return self._whole(opcode, piece)  # the common case: one frame, one piece
+            if fin and done:
+                # The common case, one frame in one piece: no assembly needed.
+                if decoder is not None:
+                    piece = decoder.decode(piece, final=True, max_size=self.max_message_size)
+                return self._whole(opcode, piece)
             assembly = _Assembly(opcode, [], decoder=decoder)
             if opcode is Opcode.TEXT:
                 assembly.utf8 = _utf8_decoder()
@@ -518,16 +522,21 @@ class Connection:
         if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"cannot send data in state {self._state.name}")
 
-    def send_message(self, data: str | bytes | bytearray | memoryview) -> bytes:
-        """The frame for one whole message: text for ``str``, binary otherwise."""
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> bytes:
+        """The frame for one whole message: text for ``str``, binary otherwise.
+
+        ``compress=False`` skips the extensions (permessage-deflate) for this message.
+        """
         self._check_can_send()
         if isinstance(data, str):
             opcode, payload = Opcode.TEXT, data.encode("utf-8")
         else:
             opcode, payload = Opcode.BINARY, bytes(data)
         rsv = 0
-        for ext in self.extensions:
-            rsv, payload = ext.encode(opcode, payload)
+        if compress and self.extensions:
+            rsv, payload = encode_message(self.extensions, opcode, payload)
         return self._frame(opcode, payload, rsv=rsv)
 
     def send_frame(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:

@@ -96,6 +96,17 @@ def parse_extension(item: str) -> tuple[str, ExtensionParams]:
     return name.lower(), params
 
 
+def encode_message(
+    extensions: Sequence[Extension], opcode: int, payload: bytes
+) -> tuple[int, bytes]:
+    """Apply every negotiated extension to an outgoing message: ``(rsv bits, payload)``."""
+    rsv = 0
+    for ext in extensions:
+        bits, payload = ext.encode(opcode, payload)
+        rsv |= bits
+    return rsv, payload
+
+
 def format_extension(name: str, params: ExtensionParams) -> str:
     return "; ".join([name] + [k if v is None else f"{k}={v}" for k, v in params])
 

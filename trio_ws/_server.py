@@ -363,7 +363,6 @@ async def serve_websocket(
     *,
     ssl_context: ssl.SSLContext | None = None,
     options: WebSocketOptions | None = None,
-    extensions: Sequence[ServerExtensionFactory] | None = None,
     handshake_timeout: float = 10.0,
     max_connections: int | None = None,
     origins: Sequence[str | None] | None = None,
@@ -385,17 +384,14 @@ async def serve_websocket(
             trio.SSLListener(listener, ssl_context, https_compatible=False)
             for listener in listeners
         ]
+    options = options or WebSocketOptions()
     server = WebSocketServer(
         handler,
         listeners,
-        options=options or WebSocketOptions(),
-        extensions=_default_extensions() if extensions is None else extensions,
+        options=options,
+        extensions=[options.compression] if options.compression is not None else [],
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         origins=origins,
     )
     await server.run(task_status=task_status)
-
-
-def _default_extensions() -> list[ServerExtensionFactory]:
-    return []

@@ -26,6 +26,7 @@ from ._connection import (
     Pong,
     Role,
 )
+from ._deflate import PerMessageDeflate
 from ._errors import ConnectionClosed, LocalProtocolError
 from ._handshake import Request
 from ._headers import Headers
@@ -61,6 +62,8 @@ class WebSocketOptions:
     ping_interval: float | None = 20.0
     #: Seconds to wait for a keepalive pong before closing with 1011.
     ping_timeout: float | None = 20.0
+    #: permessage-deflate settings (RFC 7692), offered or accepted; ``None`` turns it off.
+    compression: PerMessageDeflate | None = attrs.field(factory=PerMessageDeflate)
 
 
 # Items on the writer's channel: encoded frame bytes, or a request for the core to encode.
@@ -68,6 +71,7 @@ _TEXT_OR_BYTES = 0
 _PING = 1
 _CLOSE = 2
 _FRAME = 3
+_UNCOMPRESSED = 4
 
 
 class WebSocketConnection:
@@ -188,10 +192,13 @@ class WebSocketConnection:
 
     # Application API --------------------------------------------------------------------------
 
-    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+    async def send(
+        self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
         """Send one message: text for ``str``, binary for bytes-like.
 
         Waits while the outgoing queue is full. Raises ``ConnectionClosed`` once closing.
+        ``compress=False`` sends this message uncompressed (e.g. data already compressed).
         """
         if self._close_queued or self._core.state is not ConnectionState.OPEN:
             await trio.lowlevel.checkpoint()
@@ -199,7 +206,7 @@ class WebSocketConnection:
         if not isinstance(message, (str, bytes)):
             message = bytes(message)
         try:
-            await self._out_send.send((_TEXT_OR_BYTES, message))
+            await self._out_send.send((_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message))
         except _GONE:
             raise self._closed_exception() from None
 
@@ -496,6 +503,8 @@ class WebSocketConnection:
                     yield core.send_message(value)
                 elif kind == _FRAME:
                     yield value
+                elif kind == _UNCOMPRESSED:
+                    yield core.send_message(value, compress=False)
                 elif kind == _PING:
                     yield core.send_ping(value)
                 else:
