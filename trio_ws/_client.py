@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,10 +39,59 @@ async def connect_websocket(
     Prefer ``open_websocket()``, which also closes the connection. ``ssl_context=True``
     uses ``ssl.create_default_context()``.
     """
-    options = options or WebSocketOptions()
+    conn = await _connect(
+        host, port, resource, ssl_context, subprotocols, extra_headers, options, connect_timeout
+    )
+    nursery.start_soon(conn._run)
+    return conn
+
+
+async def _connect(
+    host: str,
+    port: int,
+    resource: str,
+    ssl_context: ssl.SSLContext | bool | None,
+    subprotocols: Sequence[str],
+    extra_headers: HeaderList,
+    options: WebSocketOptions | None,
+    connect_timeout: float,
+) -> WebSocketConnection:
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
-    secure = isinstance(ssl_context, ssl.SSLContext)
+    with trio.fail_after(connect_timeout):
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        try:
+            if isinstance(ssl_context, ssl.SSLContext):
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+            secure = isinstance(ssl_context, ssl.SSLContext)
+            return await client_handshake(
+                stream,
+                _host_header(host, port, secure),
+                resource,
+                subprotocols=subprotocols,
+                extra_headers=extra_headers,
+                options=options,
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+
+async def client_handshake(
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str = "/",
+    *,
+    subprotocols: Sequence[str] = (),
+    extra_headers: HeaderList = (),
+    options: WebSocketOptions | None = None,
+) -> WebSocketConnection:
+    """Run the client's opening handshake on a connected ``stream`` (TCP, TLS, Unix, memory).
+
+    ``host`` is the ``Host`` header value. The returned connection is not running yet: start
+    ``conn._run()`` in a nursery. Raises ``HandshakeError`` if the server refuses.
+    """
+    options = options or WebSocketOptions()
     core = Connection(
         Role.CLIENT,
         max_message_size=options.max_message_size,
@@ -49,29 +99,21 @@ async def connect_websocket(
         max_head_size=options.max_head_size,
     )
     request_bytes = core.initiate(
-        _host_header(host, port, secure),
+        host,
         resource,
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         extensions=[options.compression] if options.compression is not None else [],
     )
-    with trio.fail_after(connect_timeout):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        try:
-            if isinstance(ssl_context, ssl.SSLContext):
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-            await stream.send_all(request_bytes)
-            response = None
-            while response is None:
-                data = await stream.receive_some(65536)
-                for event in core.receive_data(data):
-                    if isinstance(event, ResponseReceived):
-                        response = event.response
-                if not data and response is None:
-                    raise HandshakeError("connection closed during the handshake", status=0)
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+    await stream.send_all(request_bytes)
+    response = None
+    while response is None:
+        data = await stream.receive_some(65536)
+        for event in core.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                response = event.response
+        if not data and response is None:
+            raise HandshakeError("connection closed during the handshake", status=0)
     request = Request(
         target=resource,
         path=resource.split("?", 1)[0],
@@ -80,11 +122,9 @@ async def connect_websocket(
         subprotocols=tuple(subprotocols),
         extensions=(),
     )
-    conn = WebSocketConnection(
+    return WebSocketConnection(
         stream, core, options, request=request, response_headers=response.headers
     )
-    nursery.start_soon(conn._run)
-    return conn
 
 
 @asynccontextmanager
@@ -101,29 +141,38 @@ async def open_websocket(
 ) -> AsyncIterator[WebSocketConnection]:
     """``async with open_websocket(host, port, "/path") as ws:`` a connection for the block.
 
-    On exit the connection is closed with 1000 (1011 if the block raised).
+    On exit the connection is closed with 1000 (1001 if the block was cancelled, 1011 if it
+    raised); exceptions come out as they were raised, not wrapped in an ExceptionGroup.
     """
+    conn = await _connect(
+        host, port, resource, ssl_context, subprotocols, extra_headers, options, connect_timeout
+    )
+    async with _running(conn) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _running(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnection]:
+    """Run ``conn``'s tasks for the block, then close it (see ``open_websocket``)."""
+    error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        conn = await connect_websocket(
-            nursery,
-            host,
-            port,
-            resource,
-            ssl_context=ssl_context,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            options=options,
-            connect_timeout=connect_timeout,
-        )
+        # Shielded: a cancelled block still gets its closing handshake (bounded by
+        # close_timeout), so the server sees 1001 rather than a dropped connection.
+        nursery.start_soon(functools.partial(conn._run, shield=True))
         try:
             yield conn
-        except BaseException as exc:
-            code = 1001 if isinstance(exc, trio.Cancelled) else 1011
+        except trio.Cancelled:
             with trio.CancelScope(shield=True):
-                await conn.aclose(code)
+                await conn.aclose(1001)
             raise
+        except BaseException as exc:
+            error = exc
+            with trio.CancelScope(shield=True):
+                await conn.aclose(1011)
         else:
             await conn.aclose(1000)
+    if error is not None:
+        raise error
 
 
 def open_websocket_url(

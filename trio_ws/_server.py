@@ -153,6 +153,7 @@ class WebSocketServer:
         self.origins = None if origins is None else set(origins)
         self._cancel_scope = trio.CancelScope()
         self._stopped = trio.Event()
+        self._accepting = [trio.CancelScope() for _ in self.listeners]
         self._tcp_connections = 0
         #: Open WebSocket connections (accepted and not yet closed).
         self.connections: set[WebSocketConnection] = set()
@@ -179,12 +180,19 @@ class WebSocketServer:
         Shutting down stops accepting, closes every connection with 1001 and waits up to
         ``close_timeout`` for the closing handshakes before cancelling what is left.
         """
+        # Listeners and connections run shielded, so that cancelling the server does not cut
+        # connections off: they get a close frame with 1001 and time to finish the handshake.
+        shield = trio.CancelScope(shield=True)
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
-                    for listener in self.listeners:
-                        nursery.start_soon(self._serve_listener, listener)
+                    nursery.start_soon(self._serve_all, shield)
                     task_status.started(self)
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._shutdown(shield)
         finally:
             self._stopped.set()
 
@@ -193,36 +201,30 @@ class WebSocketServer:
         self._cancel_scope.cancel()
         await self._stopped.wait()
 
-    async def _serve_listener(self, listener: trio.abc.Listener[Any]) -> None:
-        """Accept on one listener; its connections live in a nursery of their own."""
-        # The connections' nursery is shielded so that cancelling the server does not cut
-        # them off: they get a close frame with 1001 and time to finish the handshake.
-        shield = trio.CancelScope(shield=True)
-        async with trio.open_nursery() as outer:
-            connections: trio.Nursery = await outer.start(self._connection_nursery, shield)
-            try:
-                await self._accept_loop(listener, connections)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.aclose_forcefully(listener)
-                    await self._shutdown(connections)
-                    shield.cancel()
-
-    @staticmethod
-    async def _connection_nursery(
-        shield: trio.CancelScope, task_status: trio.TaskStatus[trio.Nursery]
-    ) -> None:
+    async def _serve_all(self, shield: trio.CancelScope) -> None:
         with shield:
             async with trio.open_nursery() as nursery:
-                task_status.started(nursery)
-                await trio.sleep_forever()
+                for listener, accepting in zip(self.listeners, self._accepting, strict=True):
+                    nursery.start_soon(self._serve_listener, listener, accepting)
 
-    async def _shutdown(self, connections: trio.Nursery) -> None:
+    async def _serve_listener(
+        self, listener: trio.abc.Listener[Any], accepting: trio.CancelScope
+    ) -> None:
+        """Accept on one listener; its connections live in a nursery of their own."""
+        async with trio.open_nursery() as connections:
+            with accepting:
+                await self._accept_loop(listener, connections)
+            await trio.aclose_forcefully(listener)
+
+    async def _shutdown(self, shield: trio.CancelScope) -> None:
+        for accepting in self._accepting:
+            accepting.cancel()
         for conn in list(self.connections):
             conn.close_nowait(1001, "server shutting down")
         with trio.move_on_after(self.options.close_timeout):
-            while connections.child_tasks:
+            while self._tcp_connections:
                 await trio.sleep(0.01)
+        shield.cancel()
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[Any], connections: trio.Nursery
@@ -242,6 +244,7 @@ class WebSocketServer:
         from ._websocket import _address
 
         remote = _address(stream, peer=True)
+        self._tcp_connections += 1
         try:
             core = Connection(
                 Role.SERVER,
@@ -249,7 +252,6 @@ class WebSocketServer:
                 max_frame_size=self.options.max_frame_size,
                 max_head_size=self.options.max_head_size,
             )
-            self._tcp_connections += 1
             request = await self._read_request(stream, core, remote)
             if request is None:
                 return

@@ -334,10 +334,15 @@ class WebSocketConnection:
 
     # Tasks ------------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        """Run the reader and writer until the connection is over, then close the stream."""
+    async def _run(self, *, shield: bool = False) -> None:
+        """Run the reader and writer until the connection is over, then close the stream.
+
+        ``shield``: outer cancellation does not stop the tasks; only ``aclose()`` (bounded by
+        ``close_timeout``) or the end of the connection does.
+        """
         try:
-            with trio.CancelScope(deadline=self._close_deadline) as self._cancel_scope:
+            with trio.CancelScope(deadline=self._close_deadline, shield=shield) as scope:
+                self._cancel_scope = scope
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     if self._options.ping_interval is not None:
@@ -353,12 +358,12 @@ class WebSocketConnection:
                     with trio.move_on_after(self._options.close_timeout):
                         await self._writer_done.wait()
                     nursery.cancel_scope.cancel()
-                    await self._linger()
+                await self._linger()
         finally:
             self._finish()
             self._out_send.close()
-            await trio.aclose_forcefully(self._stream)
             self._done.set()
+            await trio.aclose_forcefully(self._stream)
 
     async def _keepalive(self, interval: float) -> None:
         """Ping every ``interval`` seconds; close with 1011 if a pong is late (RFC 6455 7.4.1)."""

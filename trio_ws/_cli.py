@@ -1,0 +1,254 @@
+"""``python -m trio_ws``: an interactive client, and quick echo or broadcast servers.
+
+    python -m trio_ws ws://127.0.0.1:8765/ [-p SUBPROTOCOL] [-H "Name: value"]
+    python -m trio_ws serve [--echo | --broadcast] [--host HOST] [--port PORT]
+
+The client sends each line of stdin as a text message and prints each message it receives
+as ``< message``. At the end of stdin (Ctrl-D) it waits until the server has been quiet for
+``--linger`` seconds, closes with 1000 and exits with 0. It exits with 1 if the connection
+fails or the server closes it with a code other than 1000 or 1001, and with 130 on Ctrl-C.
+The server prints its URL (useful with ``--port 0``) and stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+from ._broadcast import Room
+from ._client import open_websocket_url
+from ._errors import ConnectionClosed, HandshakeError
+from ._server import WebSocketRequest, WebSocketServer, serve_websocket
+from ._websocket import WebSocketConnection, WebSocketOptions
+
+__all__ = ["main"]
+
+#: Bytes of a binary message shown (in hex) before "...".
+_BINARY_PREVIEW = 32
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["serve"]:
+        serve_args = _serve_parser().parse_args(args[1:])
+        return _run(_serve, serve_args, interrupted=0)  # Ctrl-C is how a server stops
+    client_args = _client_parser().parse_args(args)
+    return _run(_client, client_args, interrupted=130)
+
+
+def _run(
+    main: Callable[[argparse.Namespace], Awaitable[int]],
+    args: argparse.Namespace,
+    *,
+    interrupted: int,
+) -> int:
+    """``trio.run(main, args)``, or ``interrupted`` after Ctrl-C."""
+    try:
+        return trio.run(main, args)
+    except BaseException as exc:
+        if isinstance(_leaf(exc), KeyboardInterrupt):
+            return interrupted
+        raise
+
+
+# Client -----------------------------------------------------------------------------------
+
+
+def _client_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_ws",
+        description="Interactive WebSocket client: stdin lines out, messages to stdout. "
+        "'python -m trio_ws serve --help' starts a test server instead.",
+    )
+    parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument(
+        "-p",
+        "--subprotocol",
+        action="append",
+        default=[],
+        help="offer this subprotocol (repeat for several, in order of preference)",
+    )
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        type=_header,
+        help='add a request header, "Name: value" (repeatable)',
+    )
+    parser.add_argument(
+        "--no-compression", action="store_true", help="do not offer permessage-deflate"
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="after the end of stdin, wait until no message came for SECONDS (default 0.5)",
+    )
+    return parser
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or name != name.strip():
+        raise argparse.ArgumentTypeError(f'expected "Name: value", got {text!r}')
+    return name, value.strip()
+
+
+def _options(no_compression: bool) -> WebSocketOptions:
+    return WebSocketOptions(compression=None) if no_compression else WebSocketOptions()
+
+
+def _show(message: str | bytes) -> str:
+    if isinstance(message, str):
+        return message
+    preview = message[:_BINARY_PREVIEW].hex()
+    more = "..." if len(message) > _BINARY_PREVIEW else ""
+    return f"[binary, {len(message)} bytes] {preview}{more}"
+
+
+def _decode(line: bytes) -> str:
+    return line.rstrip(b"\r").decode("utf-8", "replace")
+
+
+async def _send_lines(ws: WebSocketConnection, read: Callable[[], Awaitable[bytes]]) -> None:
+    """Send each line ``read()`` yields until it returns b""; a last unended line too."""
+    buffer = b""
+    while chunk := await read():
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            await ws.send(_decode(line))
+    if buffer:
+        await ws.send(_decode(buffer))
+
+
+async def _send_stdin(ws: WebSocketConnection) -> None:
+    """Send stdin's lines as text messages until its end."""
+    fd = sys.stdin.fileno()
+    if sys.platform != "win32":
+        async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
+            await _send_lines(ws, functools.partial(stream.receive_some, 65536))
+    else:  # no non-blocking stdin: read in a thread, abandoned if cancelled
+        read = functools.partial(trio.to_thread.run_sync, os.read, fd, 65536)
+        await _send_lines(ws, functools.partial(read, abandon_on_cancel=True))
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """``exc`` without the single-member exception groups Trio's nurseries wrap it in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _client(args: argparse.Namespace) -> int:
+    try:
+        async with open_websocket_url(
+            args.url,
+            subprotocols=args.subprotocol,
+            extra_headers=args.header,
+            options=_options(args.no_compression),
+        ) as ws:
+            await _converse(ws, args.linger)
+    except Exception as exc:
+        leaf = _leaf(exc)
+        if isinstance(leaf, HandshakeError):
+            print(f"handshake failed: {leaf.message}", file=sys.stderr)
+            if leaf.body:
+                print(leaf.body.decode("utf-8", "replace").rstrip(), file=sys.stderr)
+            return 1
+        if isinstance(leaf, (OSError, ValueError, trio.TooSlowError, trio.BrokenResourceError)):
+            print(f"cannot connect to {args.url}: {leaf or type(leaf).__name__}", file=sys.stderr)
+            return 1
+        raise
+    code = ws.close_code
+    if code not in (1000, 1001):
+        print(f"connection closed: {code} {ws.close_reason or ''}".rstrip(), file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _converse(ws: WebSocketConnection, linger: float) -> None:
+    """Send stdin's lines and print messages until stdin ends (then linger) or ws closes."""
+    if ws.subprotocol is not None:
+        print(f"subprotocol: {ws.subprotocol}", file=sys.stderr)
+    last_message = trio.current_time()
+
+    async def print_messages(nursery: trio.Nursery) -> None:
+        nonlocal last_message
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                print(f"< {_show(message)}", flush=True)
+                last_message = trio.current_time()
+        nursery.cancel_scope.cancel()  # the connection is over: stop reading stdin
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(print_messages, nursery)
+        try:
+            await _send_stdin(ws)
+        except ConnectionClosed:
+            await trio.sleep_forever()  # print_messages sees the end and cancels
+        last_message = max(last_message, trio.current_time())
+        while (quiet_until := last_message + linger) > trio.current_time():
+            await trio.sleep_until(quiet_until)
+        nursery.cancel_scope.cancel()
+
+
+# Server -----------------------------------------------------------------------------------
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_ws serve",
+        description="A WebSocket server for experiments, on every path.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--echo", action="store_true", help="send each message back to its sender (default)"
+    )
+    mode.add_argument("--broadcast", action="store_true", help="send each message to every client")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port, 0 for any (8765)")
+    parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
+    return parser
+
+
+async def _echo(request: WebSocketRequest) -> None:
+    ws = await request.accept()
+    async for message in ws:
+        await ws.send(message)
+
+
+async def _broadcast(room: Room, request: WebSocketRequest) -> None:
+    ws = await request.accept()
+    with room.joined(ws):
+        async for message in ws:
+            room.broadcast(message)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    handler = functools.partial(_broadcast, Room()) if args.broadcast else _echo
+    async with trio.open_nursery() as nursery:
+        server: WebSocketServer = await nursery.start(
+            functools.partial(
+                serve_websocket,
+                handler,
+                args.host,
+                args.port,
+                options=_options(args.no_compression),
+            )
+        )
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        mode = "broadcast" if args.broadcast else "echo"
+        print(f"{mode} server on ws://{host}:{server.port}/", flush=True)
+    return 0
