@@ -5,8 +5,9 @@ Serve with ``serve_websocket(handler, host, port)``; connect with
 ``trio_ws.protocol`` does no I/O and can be used on its own.
 """
 
+from ._auth import basic_auth, basic_credentials, bearer_token, find_token, request_cookies, require
 from ._broadcast import Room, SlowPolicy
-from ._client import connect_websocket, open_websocket, open_websocket_url
+from ._client import client_handshake, connect_websocket, open_websocket, open_websocket_url
 from ._connection import ConnectionState
 from ._deflate import PerMessageDeflate
 from ._errors import (
@@ -18,6 +19,7 @@ from ._errors import (
 )
 from ._handshake import Request
 from ._headers import Headers
+from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, serve_websocket
 from ._websocket import WebSocketConnection, WebSocketOptions
 
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConnectionClosed",
     "ConnectionState",
+    "HTTPResult",
     "HandshakeError",
     "Headers",
     "LocalProtocolError",
@@ -33,14 +36,22 @@ __all__ = [
     "ProtocolError",
     "Request",
     "Room",
+    "Router",
     "SlowPolicy",
     "WebSocketConnection",
     "WebSocketError",
     "WebSocketOptions",
     "WebSocketRequest",
     "WebSocketServer",
+    "basic_auth",
+    "basic_credentials",
+    "bearer_token",
+    "client_handshake",
     "connect_websocket",
+    "find_token",
     "open_websocket",
     "open_websocket_url",
+    "request_cookies",
+    "require",
     "serve_websocket",
 ]

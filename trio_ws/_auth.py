@@ -21,7 +21,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from ._server import WebSocketRequest
@@ -35,13 +35,18 @@ __all__ = [
     "require",
 ]
 
-_H = TypeVar("_H", bound=Callable[..., Awaitable[Any]])
+_T = TypeVar("_T")
 
-#: ``(status, headers, body)`` to refuse with, or the principal to let through.
+# Each wrapper's type is spelled out, not aliased, so that mypy keeps it generic: it takes a
+# handler returning T and gives one returning T, or None after answering a refusal itself.
+
+#: ``(status, headers, body)`` to refuse a request with.
 _Refusal = tuple[int, list[tuple[str, str]], str]
 
 
 class _Accepted:
+    """A request let through, with the principal the check returned."""
+
     def __init__(self, principal: object) -> None:
         self.principal = principal
 
@@ -49,12 +54,14 @@ class _Accepted:
 _Gate = Callable[[WebSocketRequest], Awaitable["_Accepted | _Refusal"]]
 
 
-def _guard(gate: _Gate, as_param: str | None) -> Callable[[_H], _H]:
+def _guard(
+    gate: _Gate, as_param: str | None
+) -> Callable[[Callable[..., Awaitable[_T]]], Callable[..., Awaitable[_T | None]]]:
     """Wrap a handler so that ``gate`` decides first; refusals are answered here."""
 
-    def decorate(handler: _H) -> _H:
+    def decorate(handler: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T | None]]:
         @functools.wraps(handler)
-        async def guarded(request: WebSocketRequest, **params: Any) -> Any:
+        async def guarded(request: WebSocketRequest, **params: Any) -> _T | None:
             verdict = await gate(request)
             if not isinstance(verdict, _Accepted):
                 status, headers, body = verdict
@@ -64,7 +71,7 @@ def _guard(gate: _Gate, as_param: str | None) -> Callable[[_H], _H]:
                 params[as_param] = verdict.principal
             return await handler(request, **params)
 
-        return cast(_H, guarded)
+        return guarded
 
     return decorate
 
@@ -139,7 +146,7 @@ def basic_auth(
     *,
     realm: str = "trio_ws",
     as_param: str | None = None,
-) -> Callable[[_H], _H]:
+) -> Callable[[Callable[..., Awaitable[_T]]], Callable[..., Awaitable[_T | None]]]:
     """Require HTTP Basic credentials that ``check(user, password)`` accepts.
 
     Without credentials, or when the check returns a falsy value, the answer is 401 with
@@ -166,7 +173,7 @@ def bearer_token(
     cookie: str | None = None,
     query: str | None = None,
     as_param: str | None = None,
-) -> Callable[[_H], _H]:
+) -> Callable[[Callable[..., Awaitable[_T]]], Callable[..., Awaitable[_T | None]]]:
     """Require a token that ``check(token)`` accepts (found as ``find_token()`` says).
 
     No token: 401 with ``WWW-Authenticate: Bearer realm="..."``. A token the check refuses:
@@ -195,7 +202,7 @@ def require(
     status: int = 403,
     message: str = "Forbidden",
     as_param: str | None = None,
-) -> Callable[[_H], _H]:
+) -> Callable[[Callable[..., Awaitable[_T]]], Callable[..., Awaitable[_T | None]]]:
     """Refuse with ``status`` (403) unless ``check(request)`` returns a truthy value.
 
     For authorization after authentication (a role, an Origin, a source address), or for

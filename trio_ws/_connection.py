@@ -335,10 +335,9 @@ class Connection:
         """
         state = self._state
         if state is ConnectionState.CONNECTING:
-            events = self._receive_handshake(data)
-            if self._state is not ConnectionState.OPEN:
-                return events
-            return events + self._receive_frames(b"")
+            # Frames that follow the handshake stay buffered: the next call parses them, once
+            # the caller is ready for messages.
+            return self._receive_handshake(data)
         if state is ConnectionState.CLOSED:
             return []
         return self._receive_frames(data)

@@ -28,9 +28,9 @@ import h11
 import trio
 import trio.testing
 
-from ._connection import Connection, Message, ResponseReceived, Role
+from ._client import _running, client_handshake
 from ._errors import ConnectionClosed, HandshakeError
-from ._handshake import HeaderList, Request
+from ._handshake import HeaderList
 from ._headers import Headers
 from ._server import WebSocketRequest, WebSocketServer
 from ._websocket import WebSocketConnection, WebSocketOptions
@@ -152,29 +152,25 @@ class MemoryServer:
 
         Like ``open_websocket()``: the handshake raises ``HandshakeError`` (with the
         server's status, headers and body) if the handler refuses; on exit the connection
-        is closed with 1000 (1011 if the block raised).
+        is closed with 1000 (1001 if the block was cancelled, 1011 if it raised).
         """
         options = options or self.server.options
         stream = self._open_stream()
-        async with _bare_errors() as nursery:
-            ws = await _client_handshake(
-                nursery,
-                stream,
-                resource,
-                host=host,
-                subprotocols=subprotocols,
-                extra_headers=extra_headers,
-                options=options,
-            )
-            try:
-                yield ws
-            except BaseException as exc:
-                code = 1001 if isinstance(exc, trio.Cancelled) else 1011
-                with trio.CancelScope(shield=True):
-                    await ws.aclose(code)
-                raise
-            else:
-                await ws.aclose(1000)
+        try:
+            with trio.fail_after(self.server.handshake_timeout):
+                ws = await client_handshake(
+                    stream,
+                    host,
+                    resource,
+                    subprotocols=subprotocols,
+                    extra_headers=extra_headers,
+                    options=options,
+                )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        async with _running(ws) as running:  # open_websocket()'s own block handling
+            yield running
 
     async def get(self, target: str = "/", *, headers: HeaderList = ()) -> HTTPResponse:
         """Send a plain HTTP GET (no upgrade) and return the server's response."""
@@ -206,68 +202,6 @@ class MemoryServer:
         if response is None:
             raise HandshakeError("connection closed without a response", status=0)
         return HTTPResponse(response.status_code, Headers.from_raw(response.headers), bytes(body))
-
-
-async def _client_handshake(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    resource: str,
-    *,
-    host: str,
-    subprotocols: Sequence[str],
-    extra_headers: HeaderList,
-    options: WebSocketOptions,
-) -> WebSocketConnection:
-    """The client handshake of ``connect_websocket()``, on a given stream.
-
-    Unlike ``connect_websocket()`` (so far), it keeps the messages that arrive in the same
-    read as the 101 response: the core parses them during the handshake. ``trio_ws._client``
-    could expose this function so that both share it.
-    """
-    core = Connection(
-        Role.CLIENT,
-        max_message_size=options.max_message_size,
-        max_frame_size=options.max_frame_size,
-        max_head_size=options.max_head_size,
-    )
-    try:
-        request_bytes = core.initiate(
-            host,
-            resource,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            extensions=[options.compression] if options.compression is not None else [],
-        )
-        with trio.fail_after(10):
-            await stream.send_all(request_bytes)
-            response = None
-            early: list[str | bytes] = []  # messages that came in the 101's read
-            while response is None:
-                data = await stream.receive_some(65536)
-                for event in core.receive_data(data):
-                    if isinstance(event, ResponseReceived):
-                        response = event.response
-                    elif isinstance(event, Message):
-                        early.append(event.data)
-                if not data and response is None:
-                    raise HandshakeError("connection closed during the handshake", status=0)
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    request = Request(
-        target=resource,
-        path=resource.split("?", 1)[0],
-        query=resource.partition("?")[2],
-        headers=core.request_headers,
-        subprotocols=tuple(subprotocols),
-        extensions=(),
-    )
-    conn = WebSocketConnection(
-        stream, core, options, request=request, response_headers=response.headers
-    )
-    conn._messages.extend(early)
-    nursery.start_soon(conn._run)
-    return conn
 
 
 @asynccontextmanager
