@@ -1,0 +1,140 @@
+"""Developer and CI tasks for trio_ws.
+
+nox                      # tests, lint, types (the defaults)
+nox -s tests -- -k close # extra arguments go to pytest
+nox -s autobahn          # Autobahn|Testsuite cases 1.* to 10.* against examples/echo_server.py
+nox -s autobahn -- --cases '12.*,13.*'
+nox -s autobahn_deflate  # cases 12.* and 13.* (permessage-deflate; slow)
+nox -s tests_all_pythons # tests on 3.10, 3.11, 3.12 and 3.13 (tests_all_pythons-3.12 etc.)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "types"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).resolve().parent
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+AUTOBAHN_DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"  # run.py's default too
+
+# pyenv's shims only resolve `python3.X` for the versions selected with `pyenv global`; make
+# every installed pyenv CPython 3.x findable so the tests_all_pythons sessions can run. Appended,
+# so whatever is on PATH already keeps precedence.
+_pyenv_roots = dict.fromkeys(
+    os.path.expanduser(root) for root in (os.environ.get("PYENV_ROOT"), "~/.pyenv") if root
+)
+_pyenv_bins = [
+    path
+    for root in _pyenv_roots
+    for path in sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin")))
+    if path not in os.environ.get("PATH", "").split(os.pathsep)
+]
+if _pyenv_bins:
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *_pyenv_bins])
+
+
+def _install_dev(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite with the interpreter that runs nox."""
+    _install_dev(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def tests_all_pythons(session: nox.Session) -> None:
+    """Run the test suite on every supported Python (tests_all_pythons-3.10, ...)."""
+    _install_dev(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check (no changes made; `ruff format .` fixes formatting)."""
+    _install_dev(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy --strict on the library (and on the examples, if there are any)."""
+    _install_dev(session)
+    session.run("mypy", "--strict", "trio_ws")
+    if (ROOT / "examples").is_dir() and any((ROOT / "examples").glob("*.py")):
+        session.run("mypy", "--strict", "examples")
+
+
+def _autobahn(session: nox.Session, *default_args: str) -> None:
+    _install_dev(session)
+    session.run("bash", str(ROOT / "tools" / "autobahn" / "install.sh"), external=True)
+    # run.py parses later flags over earlier ones, so posargs override the defaults.
+    session.run(
+        "python", str(ROOT / "tools" / "autobahn" / "run.py"), *default_args, *session.posargs
+    )
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """Autobahn|Testsuite fuzzing client against examples/echo_server.py, cases 1.* to 10.*."""
+    _autobahn(session, "--cases", AUTOBAHN_DEFAULT_CASES)
+
+
+@nox.session
+def autobahn_deflate(session: nox.Session) -> None:
+    """Autobahn|Testsuite permessage-deflate cases (12.*, 13.*); takes 10+ minutes."""
+    _autobahn(
+        session,
+        "--cases",
+        "12.*,13.*",
+        "--outdir",
+        "build/autobahn-deflate",
+        "--timeout",
+        "5400",
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against websockets (asyncio and Trio), trio-websocket, aiohttp and a raw Trio
+    ceiling: `nox -s bench` (under 10 minutes), `nox -s bench -- --quick` (under 2 minutes).
+    Prints a markdown table, writes benchmarks/results/latest.json (`-- --json PATH`)."""
+    session.install("-e", ".")
+    session.install("websockets>=17", "trio-websocket")
+    try:
+        session.install("aiohttp")  # optional row
+    except nox.command.CommandFailed:
+        session.warn("aiohttp did not install: its row is skipped")
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Real-browser tests (tests/test_browser.py): Playwright's Python package driving Debian's
+    Chromium (/usr/bin/chromium; Playwright's own browser download is not used). Chromium is
+    installed with apt-get when missing (needs root, as in CI). TRIO_WS_REQUIRE_BROWSER=1 makes
+    a missing browser fail the tests instead of skipping them."""
+    _install_dev(session)
+    session.install("playwright")
+    if not Path("/usr/bin/chromium").exists():
+        if os.geteuid() != 0:
+            session.error("/usr/bin/chromium is missing: sudo apt-get install chromium")
+        session.run(
+            "bash",
+            "-c",
+            "apt-get update -qq && apt-get install -y -qq chromium",
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+            external=True,
+        )
+    session.run(
+        "pytest", "tests/test_browser.py", *session.posargs, env={"TRIO_WS_REQUIRE_BROWSER": "1"}
+    )
