@@ -140,38 +140,45 @@ class FrameParser:
 
     def next(self) -> tuple[FrameHeader, bytes, bool] | None:
         header = self._header
+        buf = self._buf
+        start = self._pos
         if header is None:
+            if len(buf) - start < 2:
+                return None
             header = self._parse_header()
             if header is None:
                 return None
-        available = len(self._buf) - self._pos
+            start = self._pos
+        available = len(buf) - start
         remaining = self._remaining
         if available >= remaining:
             take = remaining
-        elif header.opcode.is_control or available == 0:
+        elif available == 0 or header.opcode >= 0x8:
             return None  # control frames are tiny: hand them out whole
         else:
             take = available
-        start = self._pos
         end = start + take
-        piece = bytes(self._buf[start:end])
         self._pos = end
-        if header.mask is not None and take:
-            mask = header.mask
-            if self._offset & 3:
-                k = self._offset & 3
-                mask = mask[k:] + mask[:k]
-            piece = apply_mask(piece, mask)
+        mask = header.mask
+        # One copy out of the buffer: unmasking reads the buffer in place.
+        with memoryview(buf) as view:
+            if mask is None or not take:
+                piece = bytes(view[start:end])
+            else:
+                offset = self._offset & 3
+                if offset:
+                    mask = mask[offset:] + mask[:offset]
+                piece = apply_mask(view[start:end], mask)
         self._offset += take
-        self._remaining = remaining - take
-        done = self._remaining == 0
-        if done:
-            self._header = None
-            self._offset = 0
-            if self._pos > 65536 and self._pos * 2 > len(self._buf):
-                del self._buf[: self._pos]
-                self._pos = 0
-        return header, piece, done
+        self._remaining = remaining = remaining - take
+        if remaining:
+            return header, piece, False
+        self._header = None
+        self._offset = 0
+        if end > 65536 and end * 2 > len(buf):
+            del buf[:end]
+            self._pos = 0
+        return header, piece, True
 
     def _parse_header(self) -> FrameHeader | None:
         buf = self._buf
