@@ -138,3 +138,47 @@ def browser(session: nox.Session) -> None:
     session.run(
         "pytest", "tests/test_browser.py", *session.posargs, env={"TRIO_WS_REQUIRE_BROWSER": "1"}
     )
+
+
+FUZZ_TARGETS = [
+    "frames",
+    "server_handshake",
+    "client_handshake",
+    "server_connection",
+    "client_connection",
+]
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the frame parser, the handshake parsers and the connection core (tests/fuzz/).
+
+    With atheris (coverage-guided, libFuzzer): each target for 60 s (`nox -s fuzz -- 300` for
+    300 s), corpus kept in build/fuzz/TARGET/, crashes written as build/fuzz/TARGET-crash-*;
+    then the Connection state machine with the hypothesis "fuzz" profile. Without atheris
+    (no wheel for this Python): all of tests/test_fuzz.py with the "fuzz" profile.
+    """
+    _install_dev(session)
+    seconds = session.posargs[0] if session.posargs else "60"
+    env = {"HYPOTHESIS_PROFILE": "fuzz"}
+    try:
+        session.install("atheris")
+    except nox.command.CommandFailed:
+        session.warn("atheris did not install: long hypothesis run instead")
+        session.run("pytest", "tests/test_fuzz.py", "-p", "no:cacheprovider", env=env)
+        return
+    out = ROOT / "build" / "fuzz"
+    for target in FUZZ_TARGETS:
+        corpus = out / target
+        corpus.mkdir(parents=True, exist_ok=True)
+        session.run(
+            "python",
+            str(ROOT / "tests" / "fuzz" / "run.py"),
+            target,
+            str(corpus),
+            f"-max_total_time={seconds}",
+            f"-artifact_prefix={out}/{target}-",
+        )
+    session.run(
+        "pytest", "tests/test_fuzz.py", "-p", "no:cacheprovider", "-k", "ConnectionPair", env=env
+    )

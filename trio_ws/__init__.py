@@ -1,8 +1,8 @@
 """trio_ws: WebSocket (RFC 6455, RFC 7692) server and client for Trio.
 
 Serve with ``serve_websocket(handler, host, port)``; connect with
-``async with open_websocket_url("ws://host:port/path") as ws``. The protocol core in
-``trio_ws.protocol`` does no I/O and can be used on its own.
+``async with open_websocket_url("ws://host:port/path") as ws``. The protocol core
+(``trio_ws._connection.Connection``) does no I/O; ``trio_ws.testing`` runs handlers in memory.
 """
 
 from ._auth import basic_auth, basic_credentials, bearer_token, find_token, request_cookies, require

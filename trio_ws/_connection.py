@@ -237,7 +237,11 @@ class Connection:
         extensions: Sequence[ClientExtensionFactory] = (),
     ) -> bytes:
         """Client: the opening handshake request bytes (section 4.1)."""
-        if self.role is not Role.CLIENT or self._client_hs is not None:
+        if (
+            self.role is not Role.CLIENT
+            or self._client_hs is not None
+            or self._state is not ConnectionState.CONNECTING
+        ):
             raise LocalProtocolError("initiate() is for a new client connection")
         self._client_factories = list(extensions)
         self._client_hs = ClientHandshake(
@@ -383,7 +387,7 @@ class Connection:
                         events.append(message)
         except ProtocolError as exc:
             if events:
-                self._pending_failure = exc
+                self._pending_failure = exc.with_traceback(None)
             else:
                 self._fail(exc)
         return events
@@ -461,6 +465,8 @@ class Connection:
 
     # True while the pieces of a data frame are arriving.
     _in_frame = False
+    # True between the first and the last frame of a message we send in fragments.
+    _sending_fragments = False
 
     def _whole(self, opcode: Opcode, payload: bytes) -> Message:
         if opcode is Opcode.TEXT:
@@ -502,7 +508,8 @@ class Connection:
 
     def _fail(self, error: ProtocolError) -> None:
         """Section 7.1.7: send a close frame with the error's code, then stop processing."""
-        self.failure = error
+        # Without its traceback: frames it references may hold large buffers (a bomb's).
+        self.failure = error = error.with_traceback(None)
         self._pending_failure = None
         if self.close_sent is None and self._state is not ConnectionState.CONNECTING:
             reason = error.reason.encode("utf-8")[:123]
@@ -533,6 +540,8 @@ class Connection:
             opcode, payload = Opcode.TEXT, data.encode("utf-8")
         else:
             opcode, payload = Opcode.BINARY, bytes(data)
+        if self._sending_fragments:
+            raise LocalProtocolError("a fragmented message is being sent: finish it first")
         rsv = 0
         if compress and self.extensions:
             rsv, payload = encode_message(self.extensions, opcode, payload)
@@ -543,6 +552,14 @@ class Connection:
         self._check_can_send()
         if opcode.is_control:
             raise LocalProtocolError("use send_ping(), send_pong() or send_close()")
+        # Section 5.4: a continuation continues a message; a new message waits for the end.
+        if (opcode is Opcode.CONTINUATION) is not self._sending_fragments:
+            raise LocalProtocolError(
+                "a fragmented message is being sent: continue it"
+                if self._sending_fragments
+                else "no fragmented message to continue"
+            )
+        self._sending_fragments = not fin
         return self._frame(opcode, payload, fin=fin)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
@@ -565,7 +582,7 @@ class Connection:
         if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"cannot close in state {self._state.name}")
         if code == 1005:
-            payload = b""
+            payload, reason = b"", ""
         else:
             if not is_valid_close_code(code):
                 raise ValueError(f"close code {code} may not be sent")

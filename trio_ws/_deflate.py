@@ -64,6 +64,8 @@ __all__ = ["DeflateExtension", "PerMessageDeflate"]
 
 NAME: Final = "permessage-deflate"
 
+#: Largest output of one inflate step.
+_STEP: Final = 256 * 1024
 # RFC 7692 section 7.2.1: the empty stored block a sync flush ends with, removed by the sender
 # and appended again by the receiver.
 _TAIL: Final = b"\x00\x00\xff\xff"
@@ -409,20 +411,28 @@ class _MessageInflater:
         if final:
             data += _TAIL
         inflater = self._inflater
+        room = None if max_size is None else max_size - self._size
+        pieces: list[bytes] = []
+        total = 0
         try:
-            if max_size is None:
-                out = inflater.decompress(data)
-            else:
-                # Inflate at most one byte more than allowed: enough to tell that the message
-                # is too big, without ever holding more than the limit.
-                room = max_size - self._size
-                out = inflater.decompress(data, room + 1)
-                if len(out) > room or inflater.unconsumed_tail:
+            # Inflate in bounded steps: one big decompress(max_length) call briefly needs
+            # about twice its output, and a bomb must cost no more than the limit.
+            while True:
+                limit = _STEP if room is None else min(_STEP, room - total + 1)
+                piece = inflater.decompress(data, limit)
+                total += len(piece)
+                if room is not None and total > room:
+                    del pieces, piece
                     raise ProtocolError(
                         1009, f"decompressed message over the limit of {max_size} bytes"
                     )
+                pieces.append(piece)
+                data = inflater.unconsumed_tail
+                if not data and len(piece) < limit:
+                    break  # all input consumed and no output left pending in zlib
         except zlib.error as exc:
             raise ProtocolError(1007, f"invalid compressed data: {exc}") from None
+        out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._size += len(out)
         if final:
             self._extension._message_done(inflater)

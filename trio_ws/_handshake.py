@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
@@ -31,6 +32,9 @@ __all__ = [
 
 # Section 1.3: the GUID appended to the key before hashing.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# RFC 9112 section 3: method SP request-target SP HTTP-version.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP/[0-9]\.[0-9]")
 
 #: Largest request or response head accepted (request line plus header fields).
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
@@ -99,9 +103,22 @@ class ServerHandshake:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
         self._fed = 0
+        self._line_checked = False
         self.request: Request | None = None
         #: The headers of the 101 response, once ``accept()`` built it.
         self.response_headers = Headers()
+
+    def _check_request_line(self) -> None:
+        """Refuse a complete first line that is not HTTP (h11 waits for the whole head)."""
+        if self._line_checked:
+            return
+        pending = self._h11.trailing_data[0].lstrip(b"\r\n")
+        end = pending.find(b"\n")
+        if end < 0:
+            return
+        self._line_checked = True
+        if not _REQUEST_LINE.fullmatch(pending[:end].rstrip(b"\r")):
+            raise HandshakeError("malformed HTTP request line", status=400)
 
     @property
     def trailing_data(self) -> bytes:
@@ -121,6 +138,7 @@ class ServerHandshake:
             status = exc.error_status_hint
             raise HandshakeError(f"malformed HTTP request: {exc}", status=status) from None
         if event is h11.NEED_DATA:
+            self._check_request_line()
             return None
         if isinstance(event, h11.ConnectionClosed):
             raise HandshakeError("connection closed during the handshake", status=400)

@@ -212,9 +212,11 @@ class WebSocketServer:
     ) -> None:
         """Accept on one listener; its connections live in a nursery of their own."""
         async with trio.open_nursery() as connections:
-            with accepting:
-                await self._accept_loop(listener, connections)
-            await trio.aclose_forcefully(listener)
+            try:
+                with accepting:
+                    await self._accept_loop(listener, connections)
+            finally:
+                await trio.aclose_forcefully(listener)
 
     async def _shutdown(self, shield: trio.CancelScope) -> None:
         for accepting in self._accepting:
@@ -310,6 +312,8 @@ class WebSocketServer:
                     await stream.send_all(http_response(exc.status, headers, body))
                 return None
         logger.info("handshake from %s timed out", _fmt(remote))
+        with trio.move_on_after(1):
+            await stream.send_all(http_response(408, _TEXT, b"Request Timeout\n"))
         return None
 
     async def _run_handler(self, ws_request: WebSocketRequest, remote: Any) -> None:

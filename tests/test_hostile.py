@@ -1,0 +1,925 @@
+"""Hostile clients against a trio_ws echo server, over raw sockets on 127.0.0.1.
+
+Each test sends one kind of bad input (frames a client must never send, absurd lengths,
+broken or oversized handshakes, resource exhaustion attempts) and checks two things: the
+refusal is the one RFC 6455 asks for (an HTTP status during the handshake, section 4.2.2; a
+close frame with the section 7.4 code afterwards), and the same server still serves a normal
+``trio_ws`` client. The last test runs the heavy inputs against ``examples/echo_server.py`` in
+a subprocess and records how its resident memory moved (``pytest -s`` prints the table; it
+is also written to ``build/hostile_table.md``).
+
+The raw client builds frames with ``trio_ws._frames.encode_frame`` and reads the server's
+with ``FrameParser(expect_masked=False, max_frame_size=None)``, so that what is checked is
+what went on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trio_ws
+from trio_ws._connection import Connection, Role
+from trio_ws._frames import RSV1, RSV2, RSV3, FrameHeader, FrameParser, Opcode, encode_frame
+from trio_ws._handshake import accept_key
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+
+#: ``trio.fail_after`` bound of every test body.
+TEST_TIMEOUT = 10.0
+#: Last resort for a hang ``fail_after`` cannot interrupt (a shielded wait): see ``bounded``.
+HARD_TIMEOUT = 30.0
+
+#: Short timeouts so that refusals and shutdowns are quick.
+HANDSHAKE_TIMEOUT = 0.5
+CLOSE_TIMEOUT = 0.5
+OPTIONS = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT)
+CLIENT_OPTIONS = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT)
+
+MiB = 1024 * 1024
+
+
+def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test in its own ``trio.run`` in a daemon thread, abandoned after a while.
+
+    Every test also runs under ``trio.fail_after``; this catches what that cannot: a wait
+    inside a shielded cancel scope (the server's shutdown) that never ends. The wrapper keeps
+    the test's signature, so fixtures and parametrize work as usual.
+    """
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        outcome: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                trio.run(functools.partial(test, *args, **kwargs))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=target, name=test.__name__, daemon=True)
+        thread.start()
+        thread.join(HARD_TIMEOUT)
+        if thread.is_alive():
+            raise AssertionError(f"{test.__name__} still running after {HARD_TIMEOUT} s (hang)")
+        if outcome:
+            raise outcome[0]
+
+    return wrapper
+
+
+# Servers and clients ------------------------------------------------------------------------
+
+
+async def echo(request: trio_ws.WebSocketRequest) -> None:
+    ws = await request.accept()
+    async for message in ws:
+        await ws.send(message)
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[trio_ws.WebSocketRequest], Awaitable[None]] = echo, **kwargs: Any
+) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """A trio_ws server on 127.0.0.1 and a free port; ``aclose()``d at the end of the block."""
+    kwargs.setdefault("handshake_timeout", HANDSHAKE_TIMEOUT)
+    kwargs.setdefault("options", OPTIONS)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_ws.serve_websocket, handler, HOST, 0, **kwargs)
+        )
+        try:
+            yield server
+        finally:
+            with trio.fail_after(CLOSE_TIMEOUT + 3):
+                await server.aclose()
+    # Leaving the nursery means every task of the server is gone.
+
+
+async def assert_served(port: int, **kwargs: Any) -> None:
+    """A normal trio_ws client gets its text and binary messages echoed."""
+    kwargs.setdefault("options", CLIENT_OPTIONS)
+    with trio.fail_after(5):
+        async with trio_ws.open_websocket(HOST, port, "/", **kwargs) as ws:
+            await ws.send("still serving? é")
+            assert await ws.receive() == "still serving? é"
+            await ws.send(b"\x00\x01binary")
+            assert await ws.receive() == b"\x00\x01binary"
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def upgrade_request(
+    *,
+    path: str = "/",
+    method: str = "GET",
+    version: str = "13",
+    extra: str = "",
+    key: str | None = None,
+) -> bytes:
+    key = key or base64.b64encode(os.urandom(16)).decode("ascii")
+    return (
+        f"{method} {path} HTTP/1.1\r\n"
+        f"Host: {HOST}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\n"
+        f"{extra}"
+        "\r\n"
+    ).encode("latin-1")
+
+
+class RawWS:
+    """A byte-level client: sends whatever it is told, reads exactly what the server sent."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.parser = FrameParser(expect_masked=False, max_frame_size=None)
+        self.eof = False
+
+    @classmethod
+    async def connect(cls, port: int) -> RawWS:
+        return cls(await trio.open_tcp_stream(HOST, port))
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+    async def send(self, data: bytes) -> bool:
+        """Send; False if the server already closed (a refusal may come before the end)."""
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    async def _fill(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    async def read_until_eof(self) -> bytes:
+        while await self._fill():
+            pass
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    async def read_response(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of the server's HTTP response."""
+        while b"\r\n\r\n" not in self.buffer:
+            if not await self._fill():
+                raise AssertionError(
+                    f"the server closed without a complete HTTP response: {bytes(self.buffer)!r}"
+                )
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        self.buffer = bytearray(rest)
+        while len(self.buffer) < length and await self._fill():
+            pass
+        body = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        return status, headers, body
+
+    async def handshake(self, path: str = "/", *, extra: str = "") -> dict[str, str]:
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        await self.send(upgrade_request(path=path, extra=extra, key=key))
+        status, headers, _ = await self.read_response()
+        assert status == 101, status
+        assert headers["sec-websocket-accept"] == accept_key(key)
+        if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
+            self.parser.allowed_rsv = RSV1
+        return headers
+
+    async def send_frame(
+        self,
+        opcode: int,
+        data: bytes,
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        masked: bool = True,
+    ) -> bool:
+        mask = os.urandom(4) if masked else None
+        return await self.send(encode_frame(opcode, data, fin=fin, rsv=rsv, mask=mask))
+
+    async def read_frame(self) -> tuple[FrameHeader, bytes] | None:
+        """The next whole frame from the server; ``None`` if the stream ended first."""
+        parts: list[bytes] = []
+        while True:
+            if self.buffer:
+                self.parser.feed(bytes(self.buffer))
+                self.buffer.clear()
+            item = self.parser.next()
+            if item is not None:
+                header, piece, done = item
+                parts.append(piece)
+                if done:
+                    return header, b"".join(parts)
+                continue
+            if not await self._fill():
+                return None
+
+    async def read_close(self) -> tuple[int, str]:
+        """Skip data frames up to the server's close frame: its code (1005 if none), reason."""
+        while True:
+            frame = await self.read_frame()
+            assert frame is not None, "the server dropped the connection without a close frame"
+            header, data = frame
+            if header.opcode is Opcode.CLOSE:
+                if not data:
+                    return 1005, ""
+                (code,) = struct.unpack("!H", data[:2])
+                return code, data[2:].decode("utf-8")
+
+
+async def refusal_status(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` (in the background: the answer may come before it is all sent)."""
+    raw = await RawWS.connect(port)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raw.send, request)
+            status, headers, body = await raw.read_response()
+            nursery.cancel_scope.cancel()
+        return status, headers, body
+    finally:
+        await raw.aclose()
+
+
+# Frames a server must refuse --------------------------------------------------------------
+
+
+def _frame(opcode: int, data: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    return encode_frame(opcode, data, fin=fin, rsv=rsv, mask=os.urandom(4))
+
+
+def _long_header(length: int, opcode: int = Opcode.BINARY) -> bytes:
+    """A masked frame header announcing ``length`` bytes in the 64-bit form, no payload."""
+    return struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length) + os.urandom(4)
+
+
+BAD_FRAMES: dict[str, tuple[Callable[[], bytes], int]] = {
+    "unmasked": (lambda: encode_frame(Opcode.TEXT, b"hello", mask=None), 1002),
+    "unmasked-ping": (lambda: encode_frame(Opcode.PING, b"", mask=None), 1002),
+    "length-2**63": (lambda: _long_header(1 << 63), 1002),
+    "length-2**64-1": (lambda: _long_header((1 << 64) - 1), 1002),
+    # Only the header of a 100 MiB frame is sent: the refusal must not wait for the payload.
+    "100MiB-announced": (lambda: _long_header(100 * MiB), 1009),
+    "invalid-utf8": (lambda: _frame(Opcode.TEXT, b"caf\xc3"), 1007),
+    "invalid-utf8-surrogate": (lambda: _frame(Opcode.TEXT, b"\xed\xa0\x80"), 1007),
+    "invalid-utf8-fragmented": (
+        lambda: _frame(Opcode.TEXT, b"ok \xf0\x9f", fin=False) + _frame(Opcode.CONTINUATION, b"x"),
+        1007,
+    ),
+    "invalid-utf8-close-reason": (
+        lambda: _frame(Opcode.CLOSE, struct.pack("!H", 1000) + b"\xff"),
+        1007,
+    ),
+    "close-code-999": (lambda: _frame(Opcode.CLOSE, struct.pack("!H", 999)), 1002),
+    "close-code-1005": (lambda: _frame(Opcode.CLOSE, struct.pack("!H", 1005)), 1002),
+    "close-code-1006": (lambda: _frame(Opcode.CLOSE, struct.pack("!H", 1006)), 1002),
+    "close-code-2000": (lambda: _frame(Opcode.CLOSE, struct.pack("!H", 2000)), 1002),
+    "close-code-5000": (lambda: _frame(Opcode.CLOSE, struct.pack("!H", 5000)), 1002),
+    "close-1-byte": (lambda: _frame(Opcode.CLOSE, b"\x03"), 1002),
+    "orphan-continuation": (lambda: _frame(Opcode.CONTINUATION, b"orphan"), 1002),
+    "new-message-inside-fragmented": (
+        lambda: _frame(Opcode.TEXT, b"a", fin=False) + _frame(Opcode.BINARY, b"b"),
+        1002,
+    ),
+    "rsv1-no-extension": (lambda: _frame(Opcode.TEXT, b"x", rsv=RSV1), 1002),
+    "rsv2-no-extension": (lambda: _frame(Opcode.TEXT, b"x", rsv=RSV2), 1002),
+    "rsv3-no-extension": (lambda: _frame(Opcode.BINARY, b"x", rsv=RSV3), 1002),
+    "reserved-opcode-3": (lambda: _frame(0x3, b"x"), 1002),
+    "reserved-opcode-0xb": (lambda: _frame(0xB, b""), 1002),
+    "fragmented-ping": (lambda: _frame(Opcode.PING, b"x", fin=False), 1002),
+    "ping-126-bytes": (lambda: _frame(Opcode.PING, b"x" * 126), 1002),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMES))
+@bounded
+async def test_bad_frame_refused_and_server_keeps_serving(name: str) -> None:
+    build, expected = BAD_FRAMES[name]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            await raw.handshake()
+            await raw.send(build())
+            code, reason = await raw.read_close()
+            assert code == expected, (code, reason)
+            # A failed connection ends: the server closes TCP (after our EOF at the latest).
+            await raw.stream.send_eof()
+            await raw.read_until_eof()
+            await raw.aclose()
+            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await assert_served(server.port)
+
+
+COMPRESSED_BAD_FRAMES: dict[str, tuple[Callable[[], bytes], int]] = {
+    "rsv2": (lambda: _frame(Opcode.TEXT, b"x", rsv=RSV2), 1002),
+    "rsv3": (lambda: _frame(Opcode.BINARY, b"x", rsv=RSV3), 1002),
+    "rsv1-on-ping": (lambda: _frame(Opcode.PING, b"", rsv=RSV1), 1002),
+    "rsv1-on-continuation": (
+        lambda: (
+            _frame(Opcode.TEXT, b"", fin=False, rsv=RSV1)
+            + _frame(Opcode.CONTINUATION, b"\x00", rsv=RSV1)
+        ),
+        1002,
+    ),
+    # Not a deflate stream: 0xff starts a block of the reserved type 3.
+    "rsv1-garbage": (lambda: _frame(Opcode.BINARY, b"\xff\xff\xff", rsv=RSV1), 1007),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPRESSED_BAD_FRAMES))
+@bounded
+async def test_bad_frame_with_compression_negotiated(name: str) -> None:
+    build, expected = COMPRESSED_BAD_FRAMES[name]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            headers = await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+            assert headers["sec-websocket-extensions"].startswith("permessage-deflate")
+            await raw.send(build())
+            code, reason = await raw.read_close()
+            assert code == expected, (code, reason)
+            await raw.aclose()
+            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await assert_served(server.port)
+
+
+# Decompression bomb -------------------------------------------------------------------------
+
+
+@functools.cache
+def deflate_bomb(inflated: int = 1 << 30) -> bytes:
+    """A raw-deflate message body (RFC 7692: without the final 00 00 ff ff) of ``inflated``
+    zero bytes, about 1/1030 of that size.
+
+    Compressing 1 GiB takes seconds; instead, two 8 MiB chunks of zeros are compressed with a
+    sync flush after each (byte-aligned output), and the second, which only refers back to
+    zeros, is repeated.
+    """
+    chunk = 8 * MiB
+    assert inflated % chunk == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    first = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    steady = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return (first + steady * (inflated // chunk - 1))[:-4]
+
+
+def test_deflate_bomb_is_what_it_claims() -> None:
+    """The bomb is the first chunk and 127 steady chunks of 8 MiB of zeros each: 1 GiB."""
+    bomb = deflate_bomb()
+    assert len(bomb) < MiB  # under the server's default frame limit: inflating must catch it
+    small = deflate_bomb(24 * MiB)
+    inflater = zlib.decompressobj(-15)
+    assert inflater.decompress(small + b"\x00\x00\xff\xff") == bytes(24 * MiB)
+    first_and_steady = small + b"\x00\x00\xff\xff"
+    first_len = len(deflate_bomb(8 * MiB)) + 4
+    steady = first_and_steady[first_len : (len(first_and_steady) + first_len) // 2]
+    assert first_and_steady == first_and_steady[:first_len] + steady * 2
+    assert bomb == (first_and_steady[:first_len] + steady * 127)[:-4]
+
+
+def test_refused_bomb_is_not_kept_in_memory() -> None:
+    """Once a bomb failed the connection (1009), the inflated data must be freed.
+
+    The failed Connection stays around as long as the application holds it (the trio layer
+    keeps it for ``close_code`` and the closing handshake); what it keeps must be small.
+    """
+    limit = 16 * MiB
+    extension = trio_ws.PerMessageDeflate()
+    server = Connection(Role.SERVER, max_message_size=limit)
+    client = Connection(Role.CLIENT)
+    server.receive_data(client.initiate("example.com", "/", extensions=[extension]))
+    client.receive_data(server.accept(extensions=[extension]))
+    frame = encode_frame(Opcode.BINARY, deflate_bomb(), rsv=RSV1, mask=os.urandom(4))
+    tracemalloc.start()
+    try:
+        server.receive_data(frame[: 256 * 1024])
+        assert server.failure is not None and server.failure.code == 1009
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= limit  # it did inflate up to the limit...
+    assert held < 2 * MiB, f"...and still holds {held / MiB:.0f} MiB after refusing the bomb"
+
+
+async def send_bomb(raw: RawWS) -> None:
+    await raw.send_frame(Opcode.BINARY, deflate_bomb(), rsv=RSV1)
+
+
+@bounded
+async def test_decompression_bomb_gets_1009() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            headers = await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+            assert "permessage-deflate" in headers["sec-websocket-extensions"]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_bomb, raw)
+                code, _ = await raw.read_close()
+            assert code == 1009
+            await raw.aclose()
+            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await assert_served(server.port)
+
+
+# Fragments ----------------------------------------------------------------------------------
+
+FRAGMENTED_TEXT = ("héllo wörld ✓ " * 2000)[:12000]  # multi-byte characters: splits inside them
+
+
+def one_byte_fragments(text: str, count: int) -> bytes:
+    data = text.encode("utf-8")[:count]
+    assert len(data) == count
+    frames = [_frame(Opcode.TEXT, data[:1], fin=False)]
+    frames += [_frame(Opcode.CONTINUATION, data[i : i + 1], fin=False) for i in range(1, count - 1)]
+    frames.append(_frame(Opcode.CONTINUATION, data[-1:]))
+    return b"".join(frames)
+
+
+@bounded
+async def test_20000_one_byte_fragments() -> None:
+    """Echoed whole (or refused with 1009), in bounded time, never split in a character."""
+    text = FRAGMENTED_TEXT
+    while len(text.encode("utf-8")) < 20000:
+        text += text
+    data = text.encode("utf-8")[:20000]
+    expected = data.decode("utf-8", errors="ignore")
+    assert expected.encode("utf-8") == data  # the cut falls between characters
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            await raw.handshake()
+            started = trio.current_time()
+            await raw.send(one_byte_fragments(text, 20000))
+            frame = await raw.read_frame()
+            elapsed = trio.current_time() - started
+            assert frame is not None
+            header, payload = frame
+            if header.opcode is Opcode.CLOSE:
+                assert struct.unpack("!H", payload[:2])[0] == 1009
+            else:
+                assert header.opcode is Opcode.TEXT and header.fin
+                assert payload.decode("utf-8") == expected
+            assert elapsed < 5, f"20 000 fragments took {elapsed:.1f} s"
+            await raw.aclose()
+            await assert_served(server.port)
+
+
+@bounded
+async def test_many_fragments_over_the_message_limit_get_1009() -> None:
+    options = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT, max_message_size=5000)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(options=options) as server:
+            raw = await RawWS.connect(server.port)
+            await raw.handshake()
+            await raw.send(one_byte_fragments("x" * 20000, 20000))
+            code, _ = await raw.read_close()
+            assert code == 1009
+            await raw.aclose()
+            await assert_served(server.port)
+
+
+# A client that vanishes ---------------------------------------------------------------------
+
+
+@bounded
+async def test_client_vanishing_mid_frame_is_cleaned_up() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            await raw.handshake()
+            await wait_for(lambda: len(server.connections) == 1, 2, "the connection is open")
+            frame = _frame(Opcode.BINARY, os.urandom(1000))
+            await raw.send(frame[:100])  # header and the start of the payload, then gone
+            await trio.sleep(0.05)
+            await raw.aclose()
+            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await assert_served(server.port)
+
+
+@bounded
+async def test_client_vanishing_mid_handshake_is_cleaned_up() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            for cut in (1, 20, 60):
+                raw = await RawWS.connect(server.port)
+                await raw.send(upgrade_request()[:cut])
+                await raw.aclose()
+            await assert_served(server.port)
+            assert not server.connections
+
+
+# Handshakes a server must refuse ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "slowloris"])
+@bounded
+async def test_stalled_handshake_dropped_after_timeout(trickle: bool) -> None:
+    """Half a request line, then silence (or a byte every 50 ms): dropped at the deadline."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            raw = await RawWS.connect(server.port)
+            started = trio.current_time()
+            request = upgrade_request()
+            await raw.send(request[:7])  # "GET / H"
+            async with trio.open_nursery() as nursery:
+                if trickle:
+
+                    async def trickle_bytes() -> None:
+                        for byte in request[7:]:
+                            await trio.sleep(0.05)
+                            if not await raw.send(bytes([byte])):
+                                return
+
+                    nursery.start_soon(trickle_bytes)
+                await raw.read_until_eof()
+                nursery.cancel_scope.cancel()
+            elapsed = trio.current_time() - started
+            assert HANDSHAKE_TIMEOUT - 0.05 <= elapsed < HANDSHAKE_TIMEOUT + 1.0, elapsed
+            await raw.aclose()
+            await assert_served(server.port)
+
+
+def big_header_request() -> bytes:
+    return upgrade_request(extra=f"X-Big: {'a' * 200_000}\r\n")
+
+
+def many_headers_request() -> bytes:
+    return upgrade_request(extra="".join(f"X-H{i}: {i}\r\n" for i in range(5000)))
+
+
+def tls_client_hello() -> bytes:
+    """The first flight of a real TLS handshake, as a browser would send to wss://."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16"  # a TLS handshake record
+    return hello
+
+
+BAD_REQUESTS: dict[str, tuple[Callable[[], bytes], set[int]]] = {
+    "200kB-header": (big_header_request, {431}),
+    "5000-headers": (many_headers_request, {431, 400}),
+    "binary-garbage": (lambda: bytes(range(256)) * 4 + b"\r\n\r\n", {400}),
+    "text-garbage": (lambda: b"HELLO THERE\r\n\r\n", {400}),
+    "ssh-banner": (lambda: b"SSH-2.0-OpenSSH_9.6\r\n", {400}),
+    "tls-client-hello": (tls_client_hello, {400}),
+    "version-12": (lambda: upgrade_request(version="12"), {426}),
+    "post": (lambda: upgrade_request(method="POST"), {405}),
+    "no-key": (lambda: upgrade_request().replace(b"Sec-WebSocket-Key", b"X-Key"), {400}),
+    "short-key": (lambda: upgrade_request(key=base64.b64encode(b"short").decode()), {400}),
+    "http-1.0": (lambda: upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0"), {400}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+@bounded
+async def test_bad_handshake_refused_and_server_keeps_serving(name: str) -> None:
+    build, statuses = BAD_REQUESTS[name]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+            started = trio.current_time()
+            status, headers, _ = await refusal_status(server.port, build())
+            # Refused on sight, not when the handshake times out.
+            assert trio.current_time() - started < HANDSHAKE_TIMEOUT
+            assert status in statuses
+            assert headers.get("connection") == "close"
+            if name == "version-12":
+                assert headers["sec-websocket-version"] == "13"
+            if name == "post":
+                assert headers["allow"] == "GET"
+            await assert_served(server.port)
+
+
+@bounded
+async def test_max_connections_503_while_existing_connections_work() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(max_connections=2) as server:
+            async with (
+                trio_ws.open_websocket(HOST, server.port, options=CLIENT_OPTIONS) as ws1,
+                trio_ws.open_websocket(HOST, server.port, options=CLIENT_OPTIONS) as ws2,
+            ):
+                for _ in range(2):
+                    status, _, _ = await refusal_status(server.port, upgrade_request())
+                    assert status == 503
+                for ws in (ws1, ws2):
+                    await ws.send("alive")
+                    assert await ws.receive() == "alive"
+            # Once they are gone, there is room again.
+            await wait_for(lambda: not server.connections, 2, "the connections are closed")
+            await assert_served(server.port)
+
+
+@bounded
+async def test_origin_not_allowed_403() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(origins=["https://good.example"]) as server:
+            for extra in ("Origin: https://evil.example\r\n", ""):
+                status, _, _ = await refusal_status(server.port, upgrade_request(extra=extra))
+                assert status == 403
+            await assert_served(server.port, extra_headers=[("Origin", "https://good.example")])
+
+
+INJECTIONS: dict[str, dict[str, Any]] = {
+    "header-value-crlf": {"extra_headers": [("X-Ok", "1\r\nSet-Cookie: evil=1")]},
+    "header-value-lf": {"extra_headers": [("X-Ok", "1\nSet-Cookie: evil=1")]},
+    "header-value-nul": {"extra_headers": [("X-Ok", "1\x00")]},
+    "header-name-crlf": {"extra_headers": [("Set-Cookie: evil=1\r\nX-Ok", "1")]},
+    "subprotocol-crlf": {"subprotocol": "chat\r\nSet-Cookie: evil=1"},
+}
+
+
+@pytest.mark.parametrize("name", list(INJECTIONS))
+@bounded
+async def test_crlf_in_response_header_refused_with_500(name: str) -> None:
+    errors: list[BaseException] = []
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        if request.path != "/inject":
+            await echo(request)
+            return
+        try:
+            await request.accept(**INJECTIONS[name])
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(handler) as server:
+            request = upgrade_request(path="/inject", extra="Sec-WebSocket-Protocol: chat\r\n")
+            status, headers, body = await refusal_status(server.port, request)
+            assert status == 500
+            assert "set-cookie" not in headers
+            assert b"evil" not in body
+            assert len(errors) == 1 and isinstance(errors[0], ValueError), errors
+            await assert_served(server.port)
+
+
+# Memory of a server process under the heavy inputs ----------------------------------------
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset VmHWM (Linux >= 4.0: write 5 to clear_refs); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    with trio.fail_after(10):
+        while True:
+            assert process.poll() is None, "the echo server exited"
+            try:
+                stream = await trio.open_tcp_stream(HOST, port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+async def heavy_bomb(port: int) -> str:
+    raw = await RawWS.connect(port)
+    await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_bomb, raw)
+        code, _ = await raw.read_close()
+    await raw.aclose()
+    assert code == 1009
+    return f"close {code}"
+
+
+async def heavy_request(port: int, request: bytes, statuses: set[int]) -> str:
+    status, _, _ = await refusal_status(port, request)
+    assert status in statuses
+    return f"HTTP {status}"
+
+
+async def heavy_fragments(port: int) -> str:
+    raw = await RawWS.connect(port)
+    await raw.handshake()
+    await raw.send(one_byte_fragments("x" * 20000, 20000))
+    frame = await raw.read_frame()
+    assert frame is not None
+    await raw.aclose()
+    header, payload = frame
+    if header.opcode is Opcode.CLOSE:
+        code = struct.unpack("!H", payload[:2])[0]
+        assert code == 1009
+        return f"close {code}"
+    assert payload == b"x" * 20000
+    return "echoed whole"
+
+
+async def send_until_stalled(raw: RawWS, data: bytes, most: int) -> int:
+    """Send ``data`` up to ``most`` times; stop once a send makes no progress for 0.3 s."""
+    sent = 0
+    while sent < most:
+        with trio.move_on_after(0.3):
+            await raw.stream.send_all(data)
+            sent += 1
+            continue
+        break  # the server stopped reading: the stream is unusable now, and closed next
+    return sent
+
+
+async def heavy_message_flood(port: int, rss: Callable[[], int], peaks: list[int]) -> str:
+    """256 MiB of 64 KiB messages whose echoes are never read: the server must push back."""
+    raw = await RawWS.connect(port)
+    await raw.handshake()
+    frame = _frame(Opcode.BINARY, os.urandom(64 * 1024))
+    sent = await send_until_stalled(raw, frame, 4096)
+    peaks.append(rss())
+    await raw.aclose()
+    assert sent < 4096, "256 MiB went through although nobody read the echoes"
+    return f"blocked after {sent * 64 // 1024} MiB"
+
+
+async def heavy_ping_flood(port: int, rss: Callable[[], int], peaks: list[int]) -> str:
+    """Pings with 125-byte payloads whose pongs are never read."""
+    raw = await RawWS.connect(port)
+    await raw.handshake()
+    batch = b"".join(_frame(Opcode.PING, os.urandom(125)) for _ in range(1000))
+    sent = await send_until_stalled(raw, batch, 200)
+    peaks.append(rss())
+    await raw.aclose()
+    assert sent < 200, "200 000 pings went through although nobody read the pongs"
+    return f"blocked after {sent}k pings"
+
+
+async def heavy_connection_flood(port: int, rss: Callable[[], int], peaks: list[int]) -> str:
+    """1000 connections that send half a handshake and stay."""
+    streams = []
+    try:
+        for _ in range(1000):
+            stream = await trio.open_tcp_stream(HOST, port)
+            streams.append(stream)
+            await stream.send_all(upgrade_request()[:40])
+        await trio.sleep(0.3)
+        peaks.append(rss())
+        await assert_served(port)
+    finally:
+        for stream in streams:
+            await trio.aclose_forcefully(stream)
+    return "served alongside"
+
+
+@bounded
+async def test_memory_of_a_server_process_under_hostile_inputs() -> None:
+    """Memory movement of ``examples/echo_server.py`` (64 MiB message limit) per input.
+
+    ``after`` is VmRSS once the input is dealt with, ``peak`` the high-water mark during it
+    (VmHWM, reset before each input) or, for the floods, VmRSS while the server is pushed
+    back on. The bomb may legitimately inflate up to the 64 MiB limit before it is refused.
+    """
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "echo_server.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pid = process.pid
+
+    def rss() -> int:
+        return _status_kib(pid, "VmRSS")
+
+    rows: list[tuple[str, str, int, int, int]] = []
+    limit_kib = 50 * 1024
+    try:
+        with trio.fail_after(40):
+            await _wait_listening(port, process)
+            await assert_served(port)  # warm up: imports, first connection
+            inputs: list[tuple[str, Callable[[list[int]], Awaitable[str]]]] = [
+                ("decompression bomb (1 MiB -> 1 GiB)", lambda peaks: heavy_bomb(port)),
+                (
+                    "200 kB header",
+                    lambda peaks: heavy_request(port, big_header_request(), {431}),
+                ),
+                (
+                    "5000 headers",
+                    lambda peaks: heavy_request(port, many_headers_request(), {431, 400}),
+                ),
+                ("20 000 one-byte fragments", lambda peaks: heavy_fragments(port)),
+                (
+                    "message flood, echoes unread",
+                    lambda peaks: heavy_message_flood(port, rss, peaks),
+                ),
+                ("ping flood, pongs unread", lambda peaks: heavy_ping_flood(port, rss, peaks)),
+                (
+                    "1000 half handshakes",
+                    lambda peaks: heavy_connection_flood(port, rss, peaks),
+                ),
+            ]
+            for name, run in inputs:
+                await trio.sleep(0.1)
+                before = rss()
+                peak_known = _reset_peak(pid)
+                peaks: list[int] = []
+                answer = await run(peaks)
+                await assert_served(port)
+                await trio.sleep(0.2)
+                after = rss()
+                if peak_known:
+                    peaks.append(_status_kib(pid, "VmHWM"))
+                peak = max([after, *peaks])
+                rows.append((name, answer, before, after, peak))
+                assert process.poll() is None, f"the server died on {name}"
+    finally:
+        process.kill()
+        process.wait()
+
+    def mib(kib: int) -> str:
+        return f"{kib / 1024:+.1f}" if kib else "0.0"
+
+    lines = [
+        "| input | answer | RSS before (MiB) | RSS after - before (MiB) | peak - before (MiB) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, answer, before, after, peak in rows:
+        lines.append(
+            f"| {name} | {answer} | {before / 1024:.1f} | {mib(after - before)} "
+            f"| {mib(peak - before)} |"
+        )
+    table = "\n".join(lines)
+    print("\n" + table)
+    out = REPO / "build" / "hostile_table.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        "Memory of `python examples/echo_server.py` (64 MiB message limit) under hostile "
+        f"inputs; {time.strftime('%Y-%m-%d')}, Python {sys.version.split()[0]}.\n\n" + table + "\n"
+    )
+    for name, _, before, after, peak in rows:
+        assert after - before < limit_kib, f"{name}: RSS grew by {(after - before) // 1024} MiB"
+        if not name.startswith("decompression bomb"):
+            assert peak - before < limit_kib, f"{name}: peak {(peak - before) // 1024} MiB"
+        else:
+            # Inflating stops one byte past the 64 MiB limit.
+            assert peak - before < 64 * 1024 + limit_kib, f"{name}: peak {peak // 1024} MiB"
