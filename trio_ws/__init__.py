@@ -20,7 +20,7 @@ from ._errors import (
 from ._handshake import Request
 from ._headers import Headers
 from ._router import HTTPResult, Router
-from ._server import WebSocketRequest, WebSocketServer, serve_websocket
+from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ __all__ = [
     "client_handshake",
     "connect_websocket",
     "find_token",
+    "open_unix_listener",
     "open_websocket",
     "open_websocket_url",
     "request_cookies",

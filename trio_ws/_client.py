@@ -33,6 +33,7 @@ async def connect_websocket(
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
     connect_timeout: float = 10.0,
+    unix_socket: str | None = None,
 ) -> WebSocketConnection:
     """Connect and handshake; the connection's tasks run in ``nursery``.
 
@@ -40,7 +41,15 @@ async def connect_websocket(
     uses ``ssl.create_default_context()``.
     """
     conn = await _connect(
-        host, port, resource, ssl_context, subprotocols, extra_headers, options, connect_timeout
+        host,
+        port,
+        resource,
+        ssl_context,
+        subprotocols,
+        extra_headers,
+        options,
+        connect_timeout,
+        unix_socket,
     )
     nursery.start_soon(conn._run)
     return conn
@@ -55,11 +64,16 @@ async def _connect(
     extra_headers: HeaderList,
     options: WebSocketOptions | None,
     connect_timeout: float,
+    unix_socket: str | None = None,
 ) -> WebSocketConnection:
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
     with trio.fail_after(connect_timeout):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream
+        if unix_socket is not None:
+            stream = await trio.open_unix_socket(unix_socket)
+        else:
+            stream = await trio.open_tcp_stream(host, port)
         try:
             if isinstance(ssl_context, ssl.SSLContext):
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
@@ -138,14 +152,24 @@ async def open_websocket(
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
     connect_timeout: float = 10.0,
+    unix_socket: str | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """``async with open_websocket(host, port, "/path") as ws:`` a connection for the block.
 
     On exit the connection is closed with 1000 (1001 if the block was cancelled, 1011 if it
     raised); exceptions come out as they were raised, not wrapped in an ExceptionGroup.
+    ``unix_socket`` connects to that Unix socket path instead (``host`` names the Host).
     """
     conn = await _connect(
-        host, port, resource, ssl_context, subprotocols, extra_headers, options, connect_timeout
+        host,
+        port,
+        resource,
+        ssl_context,
+        subprotocols,
+        extra_headers,
+        options,
+        connect_timeout,
+        unix_socket,
     )
     async with _running(conn) as running:
         yield running

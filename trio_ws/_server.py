@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import ssl
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,7 +19,7 @@ from ._handshake import HeaderList, Request, http_response
 from ._headers import Headers
 from ._websocket import WebSocketConnection, WebSocketOptions
 
-__all__ = ["WebSocketRequest", "WebSocketServer", "serve_websocket"]
+__all__ = ["WebSocketRequest", "WebSocketServer", "open_unix_listener", "serve_websocket"]
 
 logger = logging.getLogger("trio_ws")
 
@@ -164,7 +166,7 @@ class WebSocketServer:
         ports = []
         for listener in self.listeners:
             sock = _listener_socket(listener)
-            if sock is not None:
+            if sock is not None and sock.family in (trio.socket.AF_INET, trio.socket.AF_INET6):
                 ports.append(sock.getsockname()[1])
         return ports
 
@@ -372,6 +374,8 @@ async def serve_websocket(
     handshake_timeout: float = 10.0,
     max_connections: int | None = None,
     origins: Sequence[str | None] | None = None,
+    reuse_port: bool = False,
+    listeners: Sequence[trio.abc.Listener[Any]] | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSockets on ``host:port`` until cancelled or ``server.aclose()``.
@@ -383,8 +387,16 @@ async def serve_websocket(
     ``handshake_timeout`` seconds; past ``max_connections`` TCP connections, new requests get
     503; with ``origins``, an upgrade whose ``Origin`` is not listed gets 403 (list ``None``
     to allow clients that send no Origin). Cancelling it shuts down gracefully (1001).
+
+    ``reuse_port`` sets ``SO_REUSEPORT`` so that several processes share the port (the kernel
+    spreads connections over them). ``listeners`` serves on ready-made listeners instead of
+    ``host:port`` (e.g. ``open_unix_listener(path)``).
     """
-    listeners: list[trio.abc.Listener[Any]] = list(await trio.open_tcp_listeners(port, host=host))
+    if listeners is None:
+        if reuse_port:
+            listeners = await _reuse_port_listeners(host, port)
+        else:
+            listeners = list(await trio.open_tcp_listeners(port, host=host))
     if ssl_context is not None:
         listeners = [
             trio.SSLListener(listener, ssl_context, https_compatible=False)
@@ -401,3 +413,48 @@ async def serve_websocket(
         origins=origins,
     )
     await server.run(task_status=task_status)
+
+
+async def _reuse_port_listeners(
+    host: str | bytes | None, port: int
+) -> list[trio.abc.Listener[Any]]:
+    """TCP listeners with ``SO_REUSEPORT``, one per address ``host`` resolves to."""
+    if not hasattr(trio.socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this platform")
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    sockets = []
+    try:
+        for family, type_, proto, _, address in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(1024)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return [trio.SocketListener(sock) for sock in sockets]
+
+
+async def open_unix_listener(path: str, *, mode: int = 0o666) -> trio.SocketListener:
+    """A listener on the Unix socket ``path`` (replaced if it exists), for ``listeners=``."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
