@@ -111,6 +111,7 @@ async def client_handshake(
         max_message_size=options.max_message_size,
         max_frame_size=options.max_frame_size,
         max_head_size=options.max_head_size,
+        stream_fragments=True,
     )
     request_bytes = core.initiate(
         host,

@@ -43,6 +43,7 @@ __all__ = [
     "ConnectionState",
     "Event",
     "Message",
+    "MessageChunk",
     "Ping",
     "Pong",
     "RequestReceived",
@@ -104,6 +105,18 @@ class Message:
 
 
 @attrs.frozen
+class MessageChunk:
+    """A piece of a message that came in several pieces (with ``stream_fragments=True``).
+
+    Text pieces are decoded already (``str``); ``first`` and ``final`` bound the message.
+    """
+
+    data: str | bytes
+    first: bool
+    final: bool
+
+
+@attrs.frozen
 class Ping:
     """The peer pinged; the pong is already queued in ``data_to_send()``."""
 
@@ -125,7 +138,7 @@ class CloseReceived:
     reason: str
 
 
-Event = RequestReceived | ResponseReceived | Message | Ping | Pong | CloseReceived
+Event = RequestReceived | ResponseReceived | Message | MessageChunk | Ping | Pong | CloseReceived
 
 
 # Close codes ----------------------------------------------------------------------------------
@@ -145,11 +158,11 @@ class _Assembly:
     """A data message being received (section 5.4): its type, pieces and size so far."""
 
     opcode: Opcode
-    parts: list[bytes]
+    parts: list[str | bytes]
     size: int = 0  # bytes received on the wire for it
     utf8: codecs.IncrementalDecoder | None = None
-    text: list[str] | None = None
     decoder: MessageDecoder | None = None
+    started: bool = False  # a chunk of it was handed out (stream_fragments)
 
 
 class Connection:
@@ -167,8 +180,12 @@ class Connection:
         max_message_size: int | None = 1024 * 1024,
         max_frame_size: int | None = None,
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+        stream_fragments: bool = False,
     ) -> None:
         self.role = role
+        #: Hand out a message that arrives in several pieces as ``MessageChunk`` events as they
+        #: arrive, instead of one ``Message`` at the end (single-piece messages stay ``Message``).
+        self.stream_fragments = stream_fragments
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
         self.max_head_size = max_head_size
@@ -403,7 +420,7 @@ class Connection:
 
     def _data(
         self, opcode: Opcode, fin: bool, rsv: int, piece: bytes, done: bool
-    ) -> Message | None:
+    ) -> Message | MessageChunk | None:
         assembly = self._assembly
         starts_frame = not self._in_frame
         self._in_frame = not done
@@ -427,7 +444,6 @@ class Connection:
             assembly = _Assembly(opcode, [], decoder=decoder)
             if opcode is Opcode.TEXT:
                 assembly.utf8 = _utf8_decoder()
-                assembly.text = []
             self._assembly = assembly
         elif starts_frame:
             if opcode is not Opcode.CONTINUATION:
@@ -440,10 +456,10 @@ class Connection:
         data = piece
         if assembly.decoder is not None:
             data = assembly.decoder.decode(piece, final=final, max_size=self.max_message_size)
+        value: str | bytes = data
         if assembly.utf8 is not None:
-            assert assembly.text is not None
             try:
-                assembly.text.append(assembly.utf8.decode(data, final))
+                value = assembly.utf8.decode(data, final)
             except UnicodeDecodeError:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
             if not final:
@@ -452,16 +468,23 @@ class Connection:
                 held = assembly.utf8.getstate()[0]
                 if len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0:
                     raise ProtocolError(1007, "invalid UTF-8 in a text message")
+        if final:
+            self._assembly = None
+            self._parser.max_frame_size = self._frame_limit(0)
         else:
-            assembly.parts.append(data)
-        if not final:
             self._parser.max_frame_size = self._frame_limit(assembly.size)
+        if self.stream_fragments:
+            if not value and not final:
+                return None
+            first = not assembly.started
+            assembly.started = True
+            return MessageChunk(value, first, final)
+        assembly.parts.append(value)
+        if not final:
             return None
-        self._assembly = None
-        self._parser.max_frame_size = self._frame_limit(0)
-        if assembly.text is not None:
-            return Message("".join(assembly.text))
-        return Message(b"".join(assembly.parts))
+        if assembly.opcode is Opcode.TEXT:
+            return Message("".join(assembly.parts))  # type: ignore[arg-type]
+        return Message(b"".join(assembly.parts))  # type: ignore[arg-type]
 
     # True while the pieces of a data frame are arriving.
     _in_frame = False

@@ -255,6 +255,7 @@ class WebSocketServer:
                 max_message_size=self.options.max_message_size,
                 max_frame_size=self.options.max_frame_size,
                 max_head_size=self.options.max_head_size,
+                stream_fragments=True,
             )
             request = await self._read_request(stream, core, remote)
             if request is None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -23,11 +23,13 @@ from ._connection import (
     Connection,
     ConnectionState,
     Message,
+    MessageChunk,
     Pong,
     Role,
 )
 from ._deflate import PerMessageDeflate
 from ._errors import ConnectionClosed, LocalProtocolError
+from ._frames import Opcode
 from ._handshake import Request
 from ._headers import Headers
 
@@ -72,6 +74,19 @@ _PING = 1
 _CLOSE = 2
 _FRAME = 3
 _UNCOMPRESSED = 4
+_FRAGMENT = 5
+
+#: What ``send()`` takes to send one message in fragments.
+Fragments = Iterable[str] | Iterable[bytes] | AsyncIterable[str] | AsyncIterable[bytes]
+
+
+async def _aiter(fragments: Fragments) -> AsyncIterator[str | bytes]:
+    if isinstance(fragments, AsyncIterable):
+        async for fragment in fragments:
+            yield fragment
+    else:
+        for fragment in fragments:
+            yield fragment
 
 
 class WebSocketConnection:
@@ -96,7 +111,10 @@ class WebSocketConnection:
         self._options = options
         self._request = request
         self._response_headers = response_headers
-        self._messages: deque[str | bytes] = deque()
+        self._messages: deque[str | bytes | MessageChunk] = deque()
+        self._partial: list[str | bytes] = []  # pieces of a message receive() is joining
+        self._fragmenting = False  # a task is sending a message in fragments
+        self._fragment_lot = trio.lowlevel.ParkingLot()
         self._message_lot = trio.lowlevel.ParkingLot()
         self._space_lot = trio.lowlevel.ParkingLot()
         self._drained_lot = trio.lowlevel.ParkingLot()
@@ -193,38 +211,113 @@ class WebSocketConnection:
     # Application API --------------------------------------------------------------------------
 
     async def send(
-        self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
+        self,
+        message: str | bytes | bytearray | memoryview | Fragments,
+        *,
+        compress: bool = True,
     ) -> None:
         """Send one message: text for ``str``, binary for bytes-like.
 
+        An iterable or async iterable of ``str`` (or of bytes-like) sends one message in
+        fragments as they come, without building it whole (fragments are not compressed).
         Waits while the outgoing queue is full. Raises ``ConnectionClosed`` once closing.
         ``compress=False`` sends this message uncompressed (e.g. data already compressed).
         """
+        while self._fragmenting:
+            await self._fragment_lot.park()  # another task is sending a fragmented message
+        if isinstance(message, (str, bytes)):
+            item = (_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message)
+        elif isinstance(message, (bytearray, memoryview)):
+            item = (_TEXT_OR_BYTES if compress else _UNCOMPRESSED, bytes(message))
+        else:
+            await self._send_fragments(message)
+            return
+        await self._queue(item)
+
+    async def _queue(self, item: tuple[int, Any]) -> None:
         if self._close_queued or self._core.state is not ConnectionState.OPEN:
             await trio.lowlevel.checkpoint()
             raise self._closed_exception()
-        if not isinstance(message, (str, bytes)):
-            message = bytes(message)
         try:
-            await self._out_send.send((_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message))
+            await self._out_send.send(item)
         except _GONE:
             raise self._closed_exception() from None
 
-    async def send_frame_bytes(self, frame: bytes) -> None:
-        """Queue frame bytes encoded elsewhere (by a broadcast hub) for this connection."""
-        if self._close_queued or self._core.state is not ConnectionState.OPEN:
-            await trio.lowlevel.checkpoint()
-            raise self._closed_exception()
+    async def _send_fragments(self, fragments: Fragments) -> None:
+        """RFC 6455 section 5.4: the first frame typed, then continuations, the last with FIN."""
+        self._fragmenting = True
+        opcode: Opcode | None = None
         try:
-            await self._out_send.send((_FRAME, frame))
-        except _GONE:
-            raise self._closed_exception() from None
+            async for fragment in _aiter(fragments):
+                if isinstance(fragment, str):
+                    kind, payload = Opcode.TEXT, fragment.encode("utf-8")
+                else:
+                    kind, payload = Opcode.BINARY, bytes(fragment)
+                if opcode is None:
+                    opcode = kind
+                    await self._queue((_FRAGMENT, (opcode, payload, False)))
+                elif kind is not opcode:
+                    raise TypeError("the fragments of a message must all be str or all bytes")
+                else:
+                    await self._queue((_FRAGMENT, (Opcode.CONTINUATION, payload, False)))
+            if opcode is None:
+                raise TypeError("send() needs at least one fragment")
+            await self._queue((_FRAGMENT, (Opcode.CONTINUATION, b"", True)))
+        except BaseException:
+            # A message left unfinished would be garbage to the peer: close instead.
+            if opcode is not None and self._start_close():
+                with contextlib.suppress(trio.WouldBlock, *_GONE):
+                    self._out_send.send_nowait((_CLOSE, (1011, "message not finished")))
+            raise
+        finally:
+            self._fragmenting = False
+            self._fragment_lot.unpark_all()
 
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
         Raises ``ConnectionClosed`` once the connection is closed and no message is left.
         """
+        while True:
+            item = await self._take()
+            if not isinstance(item, MessageChunk):
+                return item
+            # A message that came in pieces: join them (kept on self if we are cancelled).
+            self._partial.append(item.data)
+            if item.final:
+                parts, self._partial = self._partial, []
+                if isinstance(parts[0], str):
+                    return "".join(parts)  # type: ignore[arg-type]
+                return b"".join(parts)  # type: ignore[arg-type]
+
+    async def receive_stream(self) -> AsyncIterator[str | bytes]:
+        """The next message piece by piece, as its frames arrive, without joining them.
+
+        ``async for piece in ws.receive_stream():`` -- pieces are ``str`` for a text message
+        (decoded already) and ``bytes`` for a binary one; a small message comes in one piece.
+        """
+        if self._partial:  # a cancelled receive() had started this message
+            parts, self._partial = self._partial, []
+            for part in parts:
+                yield part
+        else:
+            item = await self._take()
+            if not isinstance(item, MessageChunk):
+                yield item
+                return
+            yield item.data
+            if item.final:
+                return
+        while True:
+            item = await self._take()
+            assert type(item) is MessageChunk
+            if item.data:  # the final frame of a fragmented message is often empty
+                yield item.data
+            if item.final:
+                return
+
+    async def _take(self) -> str | bytes | MessageChunk:
+        """The next queued item, waiting for one; ``ConnectionClosed`` once none will come."""
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
         while not messages:
@@ -431,6 +524,10 @@ class WebSocketConnection:
                         if not self._discard:
                             messages.append(event.data)
                             self._message_lot.unpark_all()
+                    elif type(event) is MessageChunk:
+                        if not self._discard:
+                            messages.append(event)
+                            self._message_lot.unpark_all()
                     elif type(event) is Pong:
                         self._on_pong(event.payload)
                     elif type(event) is CloseReceived:
@@ -510,6 +607,9 @@ class WebSocketConnection:
                     yield value
                 elif kind == _UNCOMPRESSED:
                     yield core.send_message(value, compress=False)
+                elif kind == _FRAGMENT:
+                    opcode, payload, fin = value
+                    yield core.send_frame(opcode, payload, fin=fin)
                 elif kind == _PING:
                     yield core.send_ping(value)
                 else:
