@@ -853,7 +853,19 @@ def test_client_handshake_error_closes_connection() -> None:
     ],
 )
 def test_split_url(url: str, expected: tuple[bool, str, int, str]) -> None:
-    assert split_url(url) == expected
+    assert split_url(url) == (*expected, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "credentials"),
+    [
+        ("ws://alice:s3cret@example.com/", "alice:s3cret"),
+        ("ws://alice@example.com/", "alice:"),
+        ("wss://al%40ce:p%3Ass@example.com:8443/x", "al@ce:p:ss"),
+    ],
+)
+def test_split_url_credentials(url: str, credentials: str) -> None:
+    assert split_url(url)[4] == credentials
 
 
 @pytest.mark.parametrize(

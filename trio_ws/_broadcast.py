@@ -3,6 +3,10 @@
 Each member's queue is its connection's bounded outgoing channel (``write_queue``). When it is
 full, the room's policy applies: drop the message for that member (and count it), or close
 the member with a code such as 1013 (try again later) or 1008 (policy violation).
+
+A room with a ``backplane`` (see ``trio_ws._backplane``) also hands each broadcast to it, so
+that the members of the room of the same name in other processes get it; the backplane calls
+``deliver()`` with what other processes broadcast.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -18,6 +22,9 @@ from ._connection import ConnectionState, Role
 from ._extensions import encode_message
 from ._frames import Opcode, encode_frame
 from ._websocket import _FRAME, _TEXT_OR_BYTES, WebSocketConnection
+
+if TYPE_CHECKING:
+    from ._backplane import Backplane
 
 __all__ = ["Room", "SlowPolicy"]
 
@@ -36,6 +43,9 @@ class Room:
 
     Members leave by themselves when their connection closes. ``broadcast()`` is a plain
     function: it queues the same frame bytes on every member and returns at once.
+
+    With ``backplane`` (e.g. a ``RedisBackplane``), ``broadcast()`` also reaches the members of
+    the room called ``name`` in every other process on that backplane.
     """
 
     def __init__(
@@ -44,7 +54,12 @@ class Room:
         policy: SlowPolicy | str = SlowPolicy.DROP,
         close_code: int = 1013,
         close_reason: str = "too slow to keep up",
+        name: str = "",
+        backplane: Backplane | None = None,
     ) -> None:
+        #: The room's name on its backplane (rooms of the same name in other processes).
+        self.name = name
+        self.backplane = backplane
         self.policy = SlowPolicy(policy)
         self.close_code = close_code
         self.close_reason = close_reason
@@ -53,6 +68,8 @@ class Room:
         self.dropped = 0
         #: Members closed by the CLOSE policy since the room was made.
         self.closed_slow = 0
+        if backplane is not None:
+            backplane.attach(self)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -87,10 +104,18 @@ class Room:
         return self._members.get(ws, 0)
 
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
-        """Queue ``message`` for every member (but ``exclude``); return how many took it.
+        """Queue ``message`` for every member (but ``exclude``); return how many took it here.
 
-        Never waits: a member whose queue is full gets the room's ``policy``.
+        Never waits: a member whose queue is full gets the room's ``policy``. With a backplane,
+        the message is also handed to it for the other processes (without waiting either).
         """
+        delivered = self.deliver(message, exclude=exclude)
+        if self.backplane is not None:
+            self.backplane.publish(self.name, message)
+        return delivered
+
+    def deliver(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
+        """``broadcast()`` to this process's members only (a backplane delivers with this)."""
         if isinstance(message, str):
             opcode, payload = Opcode.TEXT, message.encode("utf-8")
         else:

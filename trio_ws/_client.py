@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
+from urllib.parse import unquote, urljoin, urlsplit
 
+import h11
 import trio
 
 from ._connection import Connection, ResponseReceived, Role
@@ -65,6 +69,7 @@ async def _connect(
     options: WebSocketOptions | None,
     connect_timeout: float,
     unix_socket: str | None = None,
+    proxy: str | None = None,
 ) -> WebSocketConnection:
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
@@ -72,6 +77,8 @@ async def _connect(
         stream: trio.abc.Stream
         if unix_socket is not None:
             stream = await trio.open_unix_socket(unix_socket)
+        elif proxy is not None:
+            stream = await _open_tunnel(proxy, host, port)
         else:
             stream = await trio.open_tcp_stream(host, port)
         try:
@@ -154,12 +161,14 @@ async def open_websocket(
     options: WebSocketOptions | None = None,
     connect_timeout: float = 10.0,
     unix_socket: str | None = None,
+    proxy: str | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """``async with open_websocket(host, port, "/path") as ws:`` a connection for the block.
 
     On exit the connection is closed with 1000 (1001 if the block was cancelled, 1011 if it
     raised); exceptions come out as they were raised, not wrapped in an ExceptionGroup.
-    ``unix_socket`` connects to that Unix socket path instead (``host`` names the Host).
+    ``unix_socket`` connects to that Unix socket path instead (``host`` names the Host);
+    ``proxy`` (``http://[user:pass@]host:port``) tunnels through an HTTP proxy with CONNECT.
     """
     conn = await _connect(
         host,
@@ -171,6 +180,7 @@ async def open_websocket(
         options,
         connect_timeout,
         unix_socket,
+        proxy,
     )
     async with _running(conn) as running:
         yield running
@@ -200,7 +210,8 @@ async def _running(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnecti
         raise error
 
 
-def open_websocket_url(
+@asynccontextmanager
+async def open_websocket_url(
     url: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
@@ -208,16 +219,120 @@ def open_websocket_url(
     extra_headers: HeaderList = (),
     options: WebSocketOptions | None = None,
     connect_timeout: float = 10.0,
-) -> AbstractAsyncContextManager[WebSocketConnection]:
-    """``async with open_websocket_url("wss://example.com/feed") as ws:``."""
-    secure, host, port, target = split_url(url)
-    return open_websocket(
-        host,
-        port,
-        target,
-        ssl_context=(ssl_context or True) if secure else None,
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
-        options=options,
-        connect_timeout=connect_timeout,
-    )
+    proxy: str | bool = True,
+    max_redirects: int = 5,
+) -> AsyncIterator[WebSocketConnection]:
+    """``async with open_websocket_url("wss://example.com/feed") as ws:``.
+
+    ``ws://user:pass@host/`` sends HTTP basic credentials. Redirects (301, 302, 303, 307,
+    308) are followed up to ``max_redirects`` times. ``proxy=True`` uses the ``https_proxy``
+    (wss) or ``http_proxy`` (ws) environment variables, honouring ``no_proxy``; a URL string
+    names a proxy; ``False`` connects directly.
+    """
+    for attempt in range(max_redirects + 1):
+        secure, host, port, target, credentials = split_url(url)
+        headers = list(extra_headers)
+        if credentials is not None and not any(
+            name.lower() == "authorization" for name, _ in headers
+        ):
+            token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+            headers.append(("Authorization", f"Basic {token}"))
+        try:
+            conn = await _connect(
+                host,
+                port,
+                target,
+                (ssl_context or True) if secure else None,
+                subprotocols,
+                headers,
+                options,
+                connect_timeout,
+                proxy=_proxy_for(proxy, secure, host),
+            )
+        except HandshakeError as exc:
+            location = dict((k.lower(), v) for k, v in exc.headers).get("location")
+            if exc.status not in _REDIRECTS or location is None:
+                raise
+            if attempt == max_redirects:
+                raise HandshakeError(
+                    f"too many redirects (more than {max_redirects})",
+                    status=exc.status,
+                    headers=exc.headers,
+                    body=exc.body,
+                ) from None
+            url = _redirect_url(url, location)
+            continue
+        async with _running(conn) as running:
+            yield running
+        return
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _redirect_url(current: str, location: str) -> str:
+    """Resolve a redirect's Location against the current URL; http(s) maps to ws(s)."""
+    resolved = urljoin(current.replace("ws", "http", 1), location)
+    if resolved.startswith("https:"):
+        return "wss:" + resolved[6:]
+    if resolved.startswith("http:"):
+        return "ws:" + resolved[5:]
+    return resolved
+
+
+def _proxy_for(proxy: str | bool, secure: bool, host: str) -> str | None:
+    """The proxy URL to use for ``host``, from the argument or the environment."""
+    if proxy is False:
+        return None
+    if isinstance(proxy, str):
+        return proxy
+    env = urllib.request.getproxies_environment()
+    if _bypass_proxy(host, env.get("no", "")):
+        return None
+    return env.get("https" if secure else "http")
+
+
+def _bypass_proxy(host: str, no_proxy: str) -> bool:
+    """``no_proxy`` semantics: ``*``, or a host equal to or ending with ``.entry``."""
+    host = host.lower()
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
+async def _open_tunnel(proxy: str, host: str, port: int) -> trio.abc.Stream:
+    """A TCP stream to ``host:port`` through an HTTP proxy's CONNECT method (RFC 9110 9.3.6)."""
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"unsupported proxy URL {proxy!r} (http://host:port is)")
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        headers = [("Host", authority)]
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+            headers.append(("Proxy-Authorization", f"Basic {token}"))
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="CONNECT", target=authority, headers=headers)
+        await stream.send_all(conn.send(request) or b"")
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                raise HandshakeError("proxy closed the connection", status=0)
+        if not 200 <= event.status_code < 300:
+            raise HandshakeError(
+                f"proxy refused CONNECT with HTTP {event.status_code}", status=event.status_code
+            )
+        if conn.trailing_data[0]:
+            raise HandshakeError("proxy sent data before the tunnel was open", status=0)
+        return stream
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise

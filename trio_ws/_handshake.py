@@ -399,8 +399,8 @@ class ClientHandshake:
         return HandshakeResponse(101, headers, subprotocol, extensions)
 
 
-def split_url(url: str) -> tuple[bool, str, int, str]:
-    """``(secure, host, port, target)`` for a ``ws://`` or ``wss://`` URL (section 3)."""
+def split_url(url: str) -> tuple[bool, str, int, str, str | None]:
+    """``(secure, host, port, target, "user:password" or None)`` for a ws:// or wss:// URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL: {url!r}")
@@ -412,4 +412,7 @@ def split_url(url: str) -> tuple[bool, str, int, str]:
         raise ValueError(f"no host in {url!r}")
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return secure, host, port, target
+    credentials = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return secure, host, port, target, credentials
