@@ -3,8 +3,8 @@
 A ``websockets`` client against a trio_ws server, and a trio_ws client against a ``websockets``
 server: messages of every frame-length encoding and 16 MiB, close codes and reasons both
 ways, subprotocol negotiation, pings, fragmented messages and refused handshakes.
-``websockets``' compression and keepalive pings are off (permessage-deflate is tested
-separately).
+``websockets``' keepalive pings are off; compression is off except in the permessage-deflate
+tests at the end, which run with it on in both directions.
 """
 
 from __future__ import annotations
@@ -462,3 +462,40 @@ async def test_trio_ws_client_too_big_for_websockets_server() -> None:
             with pytest.raises(trio_ws.ConnectionClosed) as info:
                 await ws.receive()
     assert info.value.code == 1009
+
+
+# permessage-deflate, both ways -------------------------------------------------------------
+
+JSON = '{"user": "alice", "text": "hello, room", "ts": 1764150000, "tags": ["a", "b"]}'
+DEFLATE_MESSAGES = [JSON, JSON * 50, payload("bytes", 100_000), "", "é" * 3000]
+
+
+@bounded
+async def test_websockets_client_with_compression() -> None:
+    """websockets offers permessage-deflate; trio_ws's server accepts and both compress."""
+    async with running_server(echo_handler) as server:
+        url = f"ws://{HOST}:{server.port}/"
+        async with ws_connect(url, proxy=None, ping_interval=None, compression="deflate") as ws:
+            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            for message in DEFLATE_MESSAGES * 3:  # several: context takeover matters
+                await ws.send(message)
+                assert await ws.recv() == message
+
+
+@bounded
+async def test_trio_ws_client_with_compression_against_websockets_server() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                ws_serve, ws_echo, 0, host=HOST, ping_interval=None, compression="deflate"
+            )
+        )
+        port = server.listeners[0].socket.getsockname()[1]
+        async with trio_ws.open_websocket(HOST, port, "/") as ws:
+            assert ws.extensions == ["permessage-deflate"]
+            assert "permessage-deflate" in ws.response_headers["sec-websocket-extensions"]
+            for message in DEFLATE_MESSAGES * 3:
+                await ws.send(message)
+                assert await ws.receive() == message
+        await server.aclose()
+        nursery.cancel_scope.cancel()
