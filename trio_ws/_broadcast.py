@@ -88,6 +88,7 @@ class Room:
         ws._on_close.append(lambda: self.discard(ws))
 
     def discard(self, ws: WebSocketConnection) -> None:
+        """Remove a member, if it is one."""
         self._members.pop(ws, None)
 
     @contextmanager

@@ -2,12 +2,16 @@
 
     python -m trio_ws ws://127.0.0.1:8765/ [-p SUBPROTOCOL] [-H "Name: value"]
     python -m trio_ws serve [--echo | --broadcast] [--host HOST] [--port PORT]
+                            [--workers N] [--redis redis://HOST:PORT]
 
 The client sends each line of stdin as a text message and prints each message it receives
 as ``< message``. At the end of stdin (Ctrl-D) it waits until the server has been quiet for
 ``--linger`` seconds, closes with 1000 and exits with 0. It exits with 1 if the connection
 fails or the server closes it with a code other than 1000 or 1001, and with 130 on Ctrl-C.
-The server prints its URL (useful with ``--port 0``) and stops on Ctrl-C.
+The server prints its URL (useful with ``--port 0``) and stops on Ctrl-C or SIGTERM, closing
+its connections with 1001. ``--workers N`` runs N server processes on the port (SO_REUSEPORT)
+and stops them all on Ctrl-C or SIGTERM; ``--redis URL`` joins the broadcast rooms of every
+process (and every machine) that uses that Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import contextlib
 import functools
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -24,23 +29,34 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from ._backplane import LocalBackplane
 from ._broadcast import Room
 from ._client import open_websocket_url
 from ._errors import ConnectionClosed, HandshakeError
+from ._handshake import HeaderList
+from ._redis import RedisBackplane
 from ._server import WebSocketRequest, WebSocketServer, serve_websocket
 from ._websocket import WebSocketConnection, WebSocketOptions
+from ._workers import run_workers, wait_for_stop
 
 __all__ = ["main"]
 
 #: Bytes of a binary message shown (in hex) before "...".
 _BINARY_PREVIEW = 32
 
+#: Seconds a server with --redis waits for Redis before it serves anyway (local delivery only).
+_REDIS_WAIT = 5.0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["serve"]:
-        serve_args = _serve_parser().parse_args(args[1:])
+        parser = _serve_parser()
+        serve_args = parser.parse_args(args[1:])
+        _check_serve_args(parser, serve_args)
+        if serve_args.workers > 1:
+            return _serve_workers(serve_args)
         return _run(_serve, serve_args, interrupted=0)  # Ctrl-C is how a server stops
     client_args = _client_parser().parse_args(args)
     return _run(_client, client_args, interrupted=130)
@@ -220,25 +236,82 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port, 0 for any (8765)")
     parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N server processes on the port (SO_REUSEPORT; default 1)",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="with --broadcast: share the broadcast with every server on this Redis "
+        "(redis://HOST:PORT; needs trio_ws[redis])",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="set SO_REUSEPORT, so that other servers can share the port",
+    )
+    # A worker of --workers: SO_REUSEPORT, X-Worker-Pid, stops when its parent goes away.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
-async def _echo(request: WebSocketRequest) -> None:
-    ws = await request.accept()
+def _check_serve_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.redis is not None and not args.broadcast:
+        parser.error("--redis needs --broadcast")
+    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        parser.error("--workers needs SO_REUSEPORT, which this platform does not have")
+    if args.workers > 1 and args.broadcast and args.redis is None:
+        print(
+            "warning: without --redis, each worker broadcasts to its own clients only",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _echo(headers: HeaderList, request: WebSocketRequest) -> None:
+    ws = await request.accept(extra_headers=headers)
     async for message in ws:
         await ws.send(message)
 
 
-async def _broadcast(room: Room, request: WebSocketRequest) -> None:
-    ws = await request.accept()
+async def _broadcast(room: Room, headers: HeaderList, request: WebSocketRequest) -> None:
+    ws = await request.accept(extra_headers=headers)
     with room.joined(ws):
         async for message in ws:
             room.broadcast(message)
 
 
+def _backplane(args: argparse.Namespace) -> LocalBackplane | RedisBackplane:
+    """A ``RedisBackplane`` for ``--redis``, else the in-process ``LocalBackplane``."""
+    return LocalBackplane() if args.redis is None else RedisBackplane(args.redis)
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    handler = functools.partial(_broadcast, Room()) if args.broadcast else _echo
+    backplane = _backplane(args)
+    # A worker names itself, so that clients (and tests) can tell the workers apart.
+    headers = [("X-Worker-Pid", str(os.getpid()))] if args.worker else []
+    if args.broadcast:
+        handler = functools.partial(_broadcast, backplane.room(), headers)
+    else:
+        handler = functools.partial(_echo, headers)
     async with trio.open_nursery() as nursery:
+        await nursery.start(backplane.run)
+        if args.redis is not None:
+            with trio.move_on_after(_REDIS_WAIT) as waiting:
+                await backplane.wait_connected()
+            if waiting.cancelled_caught:
+                print(
+                    f"warning: Redis at {args.redis} is not reachable; serving local clients "
+                    "and retrying",
+                    file=sys.stderr,
+                    flush=True,
+                )
         server: WebSocketServer = await nursery.start(
             functools.partial(
                 serve_websocket,
@@ -246,9 +319,36 @@ async def _serve(args: argparse.Namespace) -> int:
                 args.host,
                 args.port,
                 options=_options(args.no_compression),
+                reuse_port=args.reuse_port or args.worker,
             )
         )
-        host = f"[{args.host}]" if ":" in args.host else args.host
         mode = "broadcast" if args.broadcast else "echo"
-        print(f"{mode} server on ws://{host}:{server.port}/", flush=True)
+        print(f"{mode} server on {_url(args.host, server.port)}", flush=True)
+        await wait_for_stop(watch_stdin=args.worker)
+        nursery.cancel_scope.cancel()  # the server closes its connections with 1001
     return 0
+
+
+def _url(host: str, port: int) -> str:
+    return f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """Run ``args.workers`` copies of ``serve --worker`` on one port until Ctrl-C or SIGTERM."""
+    mode = "--broadcast" if args.broadcast else "--echo"
+    options = ["--no-compression"] if args.no_compression else []
+    if args.redis is not None:
+        options += ["--redis", args.redis]
+
+    def command(port: int) -> list[str]:
+        worker = ["serve", mode, "--worker", "--host", args.host, "--port", str(port)]
+        return [sys.executable, "-m", "trio_ws", *worker, *options]
+
+    def ready(port: int, pids: list[int]) -> None:
+        print(f"{mode[2:]} server on {_url(args.host, port)}", flush=True)
+        backplane = f", broadcast shared over {args.redis}" if args.redis else ""
+        print(f"{len(pids)} workers (pids {', '.join(map(str, pids))}){backplane}", flush=True)
+
+    return run_workers(
+        command, workers=args.workers, host=args.host, port=args.port, on_ready=ready
+    )

@@ -41,8 +41,9 @@ async def connect_websocket(
 ) -> WebSocketConnection:
     """Connect and handshake; the connection's tasks run in ``nursery``.
 
-    Prefer ``open_websocket()``, which also closes the connection. ``ssl_context=True``
-    uses ``ssl.create_default_context()``.
+    Prefer ``open_websocket()``, which also closes the connection: here the caller must
+    ``await ws.aclose()``, as ``nursery`` does not exit while the connection is open.
+    ``ssl_context=True`` uses ``ssl.create_default_context()``.
     """
     conn = await _connect(
         host,
@@ -110,7 +111,8 @@ async def client_handshake(
     """Run the client's opening handshake on a connected ``stream`` (TCP, TLS, Unix, memory).
 
     ``host`` is the ``Host`` header value. The returned connection is not running yet: start
-    ``conn._run()`` in a nursery. Raises ``HandshakeError`` if the server refuses.
+    ``nursery.start_soon(conn.run)``, and close it with ``aclose()``. Raises
+    ``HandshakeError`` if the server refuses; the stream is then the caller's to close.
     """
     options = options or WebSocketOptions()
     core = Connection(
@@ -222,7 +224,10 @@ async def open_websocket_url(
     proxy: str | bool = True,
     max_redirects: int = 5,
 ) -> AsyncIterator[WebSocketConnection]:
-    """``async with open_websocket_url("wss://example.com/feed") as ws:``.
+    """Connect to a ws:// or wss:// URL for the block: ``async with open_websocket_url(url)``.
+
+    Closed on exit as with ``open_websocket()`` (1000; 1001 if cancelled, 1011 if it
+    raised). wss:// uses ``ssl.create_default_context()`` unless ``ssl_context`` is given.
 
     ``ws://user:pass@host/`` sends HTTP basic credentials. Redirects (301, 302, 303, 307,
     308) are followed up to ``max_redirects`` times. ``proxy=True`` uses the ``https_proxy``

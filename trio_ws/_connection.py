@@ -59,7 +59,7 @@ class Role(enum.Enum):
 
 
 class ConnectionState(enum.Enum):
-    """Section 4 and 7: the life of a connection."""
+    """The state of a connection, ``ws.state`` (RFC 6455 sections 4 and 7)."""
 
     #: Opening handshake in progress.
     CONNECTING = "CONNECTING"

@@ -20,7 +20,9 @@ class ProtocolError(WebSocketError):
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{reason} (close code {code})")
+        #: The close code the connection is failed with.
         self.code = code
+        #: The reason sent in the close frame.
         self.reason = reason
 
 
@@ -44,9 +46,13 @@ class HandshakeError(WebSocketError):
         body: bytes = b"",
     ) -> None:
         super().__init__(message)
+        #: What went wrong.
         self.message = message
+        #: The HTTP status: to answer with (server) or received (client); 0 without a response.
         self.status = status
+        #: The response headers, as ``(name, value)`` pairs.
         self.headers = headers or []
+        #: The response body (client side).
         self.body = body
 
 
@@ -58,7 +64,9 @@ class ConnectionClosed(WebSocketError):
 
     def __init__(self, code: int, reason: str, *, by_peer: bool | None = None) -> None:
         super().__init__(f"connection closed: {code} {reason}".rstrip())
+        #: The close code (1006 if no close frame was exchanged).
         self.code = code
+        #: The close reason.
         self.reason = reason
         #: True if the peer started the closing handshake, False if we did, None if neither.
         self.by_peer = by_peer

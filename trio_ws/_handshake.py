@@ -83,6 +83,7 @@ class Request:
 
     @property
     def key(self) -> str:
+        """The ``Sec-WebSocket-Key`` header value."""
         return self.headers["sec-websocket-key"]
 
 

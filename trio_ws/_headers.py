@@ -22,6 +22,7 @@ class Headers(Sequence[tuple[str, str]]):
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Headers from raw ``(name, value)`` byte pairs, decoded as ISO-8859-1."""
         # Header values are ISO-8859-1 on the wire (RFC 9110 section 5.5).
         return cls((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
 

@@ -32,7 +32,11 @@ _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 
 class WebSocketRequest:
-    """An opening handshake waiting for the handler's answer: ``accept()`` or ``reject()``."""
+    """An opening handshake waiting for the handler's answer.
+
+    ``accept()`` upgrades it (the connection closes with 1000 when the handler returns);
+    ``respond()`` (or ``reject()``) answers with an ordinary HTTP response instead.
+    """
 
     def __init__(
         self,
@@ -51,23 +55,29 @@ class WebSocketRequest:
         self._options = options
         self._extensions = extensions
         self._nursery = nursery
+        #: The connection once ``accept()`` returned it, else ``None``.
         self.connection: WebSocketConnection | None = None
+        #: True once ``accept()``, ``respond()`` or ``reject()`` was called.
         self.answered = False
 
     @property
     def request(self) -> Request:
+        """The whole opening handshake request (target, headers, offered extensions)."""
         return self._request
 
     @property
     def path(self) -> str:
+        """The percent-decoded path of the request target."""
         return self._request.path
 
     @property
     def query(self) -> str:
+        """The raw query string, without the ``?``."""
         return self._request.query
 
     @property
     def headers(self) -> Headers:
+        """The request headers; look-ups ignore case."""
         return self._request.headers
 
     @property
@@ -77,6 +87,7 @@ class WebSocketRequest:
 
     @property
     def remote(self) -> Any:
+        """The client's address, e.g. ``("127.0.0.1", 54321)``; ``None`` without a socket."""
         from ._websocket import _address
 
         return _address(self._stream, peer=True)
@@ -172,6 +183,7 @@ class WebSocketServer:
 
     @property
     def port(self) -> int:
+        """The first of ``ports``; IndexError if there are none (e.g. only Unix sockets)."""
         return self.ports[0]
 
     async def run(

@@ -135,6 +135,7 @@ class WebSocketConnection:
 
     @property
     def is_client(self) -> bool:
+        """True on the client side (the side that masks its frames)."""
         return self._core.role is Role.CLIENT
 
     @property
@@ -144,6 +145,7 @@ class WebSocketConnection:
 
     @property
     def closed(self) -> bool:
+        """True once the connection is closed (``state`` is ``CLOSED``)."""
         return self._core.state is ConnectionState.CLOSED
 
     @property
@@ -153,18 +155,22 @@ class WebSocketConnection:
 
     @property
     def path(self) -> str:
+        """The percent-decoded path of the request, e.g. ``/chat``."""
         return self._request.path
 
     @property
     def request_headers(self) -> Headers:
+        """The opening handshake request headers (on a client, the ones it sent)."""
         return self._request.headers
 
     @property
     def response_headers(self) -> Headers:
+        """The headers of the 101 response."""
         return self._response_headers
 
     @property
     def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, or ``None``."""
         return self._core.subprotocol
 
     @property
@@ -179,6 +185,7 @@ class WebSocketConnection:
 
     @property
     def local(self) -> Any:
+        """Our own socket address (``None`` without a socket, e.g. in memory)."""
         return _address(self._stream, peer=False)
 
     @property
@@ -193,6 +200,7 @@ class WebSocketConnection:
 
     @property
     def close_reason(self) -> str | None:
+        """The reason that goes with ``close_code``; ``None`` while the connection is open."""
         if self._core.state is not ConnectionState.CLOSED:
             return None
         return self._closed_exception().reason
@@ -426,6 +434,14 @@ class WebSocketConnection:
         return True
 
     # Tasks ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the connection's reader and writer until it is over; start it in a nursery.
+
+        Only needed after ``client_handshake()``: the server, ``open_websocket()`` and
+        ``connect_websocket()`` run their connections themselves.
+        """
+        await self._run()
 
     async def _run(self, *, shield: bool = False) -> None:
         """Run the reader and writer until the connection is over, then close the stream.

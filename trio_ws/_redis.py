@@ -1,0 +1,373 @@
+"""``RedisBackplane``: rooms of the same name in several processes, over Redis pub/sub.
+
+Needs the ``redis`` extra (``pip install 'trio_ws[redis]'``): coredis, an async Redis client
+built on anyio, which runs on Trio. Redis 6 or later (coredis speaks RESP3).
+
+Each room ``name`` is the Redis channel ``prefix + name``. ``publish()`` (called by
+``Room.broadcast()`` after the local delivery) puts the message on a bounded queue and returns;
+the publisher task sends what is queued as one PUBLISH per room (a batch, see
+``trio_ws._backplane``). The subscriber task hands each batch from another process to the
+local room's ``deliver()``, which never waits either. A process ignores its own batches (its
+members got them already) and any message it has delivered before (duplicates).
+
+While Redis is unreachable, local delivery goes on as usual and messages for the other
+processes are dropped (``dropped_offline``); nothing is replayed once Redis is back. The
+connection is retried with exponential backoff (with jitter), from ``backoff_initial`` to
+``backoff_max`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+from ._backplane import _Rooms, batch_sender, decode_batch, encode_batch
+from ._broadcast import Room
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["RedisBackplane"]
+
+logger = logging.getLogger("trio_ws")
+
+#: (sender, room) pairs whose last sequence is remembered (the oldest are forgotten).
+_MAX_SENDERS = 65536
+
+_Item = tuple[str, int, str | bytes]
+
+
+def _coredis() -> Any:
+    try:
+        import coredis
+        import coredis.retry
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError("RedisBackplane needs coredis: pip install 'trio_ws[redis]'") from exc
+    return coredis
+
+
+class RedisBackplane(_Rooms):
+    """Broadcasts of this process's rooms reach the rooms of the same name in other processes.
+
+    ::
+
+        backplane = RedisBackplane("redis://127.0.0.1:6379")
+        room = backplane.room("chat")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(backplane.run)
+            await nursery.start(serve_websocket, handler, host, port)
+
+    ``run()`` keeps the connection up (reconnecting with backoff) until it is cancelled. A room
+    may be added at any time; messages published in other processes before its subscription
+    is active do not reach it.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379",
+        *,
+        prefix: str = "trio_ws:",
+        queue_size: int = 10_000,
+        max_batch: int = 1000,
+        max_batch_bytes: int = 1 << 20,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 10.0,
+        ping_interval: float = 5.0,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._coredis = _coredis()
+        self.url = url
+        self.prefix = prefix
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.ping_interval = ping_interval
+        self.client_options = dict(client_options or {})
+        #: This process's sender id in backplane messages.
+        self.id = os.urandom(16)
+        self._send, self._receive = trio.open_memory_channel[_Item](queue_size)
+        self._seq: dict[str, int] = {}
+        self._last: dict[tuple[bytes, str], int] = {}
+        self._in_flight = 0
+        self._connected = False
+        self._connected_event = trio.Event()
+        self._rooms_changed = trio.Event()
+        #: Messages handed to Redis (PUBLISH answered).
+        self.published = 0
+        #: Messages from other processes delivered to the local rooms.
+        self.received = 0
+        #: Messages not sent to the other processes because Redis was unreachable.
+        self.dropped_offline = 0
+        #: Messages not sent to the other processes because the queue towards Redis was full.
+        self.dropped_full = 0
+        #: Messages from other processes received again and not delivered again.
+        self.duplicates = 0
+        #: Messages from other processes that never arrived (gaps in their sequences).
+        self.missed = 0
+        #: Backplane messages that could not be decoded (not from a trio_ws backplane).
+        self.invalid = 0
+        #: Successful connections to Redis so far (1 + the reconnections).
+        self.connections = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to Redis and subscribed (messages flow both ways)."""
+        return self._connected
+
+    @property
+    def dropped(self) -> int:
+        """Messages not sent to the other processes (``dropped_offline + dropped_full``)."""
+        return self.dropped_offline + self.dropped_full
+
+    async def wait_connected(self) -> None:
+        """Return once connected to Redis (at once if it is)."""
+        while not self._connected:
+            await self._connected_event.wait()
+
+    def publish(self, room: str, message: str | bytes) -> None:
+        """Queue ``message`` for the room ``room`` of the other processes; never waits."""
+        seq = self._seq.get(room, 0) + 1
+        self._seq[room] = seq
+        if not self._connected:
+            self.dropped_offline += 1
+            return
+        if not isinstance(message, (str, bytes)):
+            message = bytes(message)
+        try:
+            self._send.send_nowait((room, seq, message))
+        except trio.WouldBlock:
+            self.dropped_full += 1
+
+    def _attached(self, room: Room) -> None:
+        self._rooms_changed.set()
+
+    def _channel(self, name: str) -> bytes:
+        return (self.prefix + name).encode("utf-8")
+
+    # Connection --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected to Redis until cancelled; started at once, connected or not."""
+        task_status.started()
+        delay = self.backoff_initial
+        failures = 0
+        down_since = trio.current_time()
+        dropped_before = self.dropped_offline
+        while True:
+            connections = self.connections
+            try:
+                await self._session(down_since, dropped_before)
+                error = "connection ended"
+            except Exception as exc:
+                error = _describe(exc)
+            except BaseException as exc:
+                await _only_cancelled(exc)
+                raise
+            finally:
+                was_up = self._connected
+                self._down()
+            if self.connections != connections:  # it was up: start the backoff afresh
+                delay, failures = self.backoff_initial, 0
+                down_since, dropped_before = trio.current_time(), self.dropped_offline
+            failures += 1
+            if was_up:
+                logger.warning(
+                    "Redis backplane %s: connection lost (%s); local delivery goes on, "
+                    "messages for other processes are dropped until it is back",
+                    _redacted(self.url),
+                    error,
+                )
+            elif failures == 1:
+                logger.warning(
+                    "Redis backplane %s: cannot connect (%s); retrying",
+                    _redacted(self.url),
+                    error,
+                )
+            else:
+                logger.debug("Redis backplane %s: cannot connect (%s)", _redacted(self.url), error)
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _session(self, down_since: float, dropped_before: int) -> None:
+        """One connection: subscribe, then publish and receive until something fails."""
+        lib = self._coredis
+        client: coredis.Redis[bytes] = lib.Redis.from_url(
+            self.url,
+            connect_timeout=self.connect_timeout,
+            stream_timeout=self.command_timeout,
+            retry_policy=lib.retry.NoRetryPolicy(),
+            **self.client_options,
+        )
+        async with client:
+            pubsub = client.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=lib.retry.NoRetryPolicy(),
+                subscription_timeout=self.connect_timeout,
+                max_idle_seconds=self.ping_interval,
+            )
+            async with pubsub:
+                subscribed: set[str] = set()
+                await self._subscribe(pubsub, subscribed)
+                self._up(down_since, dropped_before)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._publisher, client)
+                    nursery.start_soon(self._subscriber, pubsub)
+                    nursery.start_soon(self._subscriptions, pubsub, subscribed)
+
+    def _up(self, down_since: float, dropped_before: int) -> None:
+        self._connected = True
+        self.connections += 1
+        self._connected_event.set()
+        if self.connections == 1:
+            logger.info("Redis backplane %s: connected", _redacted(self.url))
+        else:
+            logger.warning(
+                "Redis backplane %s: connected again after %.1f s; %d messages for other "
+                "processes were dropped meanwhile",
+                _redacted(self.url),
+                trio.current_time() - down_since,
+                self.dropped_offline - dropped_before,
+            )
+
+    def _down(self) -> None:
+        """Disconnected: what was queued or being sent for the other processes is dropped."""
+        self._connected = False
+        if self._connected_event.is_set():
+            self._connected_event = trio.Event()
+        dropped, self._in_flight = self._in_flight, 0
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            dropped += 1
+        self.dropped_offline += dropped
+
+    async def _subscribe(self, pubsub: Any, subscribed: set[str]) -> None:
+        new = [name for name in self.rooms if name not in subscribed]
+        if new:
+            await pubsub.subscribe(*(self._channel(name) for name in new))
+            subscribed.update(new)
+
+    async def _subscriptions(self, pubsub: Any, subscribed: set[str]) -> None:
+        """Subscribe to the channels of rooms attached while connected."""
+        while True:
+            await self._rooms_changed.wait()
+            self._rooms_changed = trio.Event()
+            await self._subscribe(pubsub, subscribed)
+
+    # Publishing and receiving ------------------------------------------------------------
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        """Send what is queued: one PUBLISH per room for everything queued at that moment."""
+        receive = self._receive
+        while True:
+            item = await receive.receive()
+            batch = [item]
+            size = len(item[2])
+            while len(batch) < self.max_batch and size < self.max_batch_bytes:
+                try:
+                    item = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(item)
+                size += len(item[2])
+            by_room: dict[str, list[tuple[int, str | bytes]]] = {}
+            for name, seq, message in batch:
+                by_room.setdefault(name, []).append((seq, message))
+            self._in_flight = len(batch)
+            if len(by_room) == 1:
+                [(name, entries)] = by_room.items()
+                await client.publish(self._channel(name), encode_batch(self.id, entries))
+            else:
+                async with client.pipeline(transaction=False) as pipeline:
+                    for name, entries in by_room.items():
+                        pipeline.publish(self._channel(name), encode_batch(self.id, entries))
+            self._in_flight = 0
+            self.published += len(batch)
+
+    async def _subscriber(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message()
+            if message is not None and message["type"] == "message":
+                self._received(message["channel"], message["data"])
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        """Deliver a backplane message from another process to the local room."""
+        if batch_sender(data) == self.id:
+            return  # our own: the local members had it at once
+        try:
+            name = channel.decode("utf-8").removeprefix(self.prefix)
+            sender, entries = decode_batch(data)
+        except ValueError as exc:
+            self.invalid += 1
+            logger.debug("Redis backplane: ignored a message on %r: %s", channel, exc)
+            return
+        room = self.rooms.get(name)
+        key = (sender, name)
+        last = self._last.pop(key, None)  # re-inserted below: the dict stays oldest-first
+        for seq, message in entries:
+            if last is not None:
+                if seq <= last:
+                    self.duplicates += 1
+                    continue
+                self.missed += seq - last - 1
+            last = seq
+            self.received += 1
+            if room is not None:
+                room.deliver(message)
+        if last is not None:
+            self._last[key] = last
+            if len(self._last) > _MAX_SENDERS:
+                del self._last[next(iter(self._last))]
+
+
+async def _only_cancelled(exc: BaseException) -> None:
+    """Raise Cancelled alone if we are cancelled and ``exc`` has only Cancelled and errors.
+
+    coredis's teardown can fail (e.g. ClosedResourceError) while it is being cancelled; those
+    errors would come out beside the Cancelled and crash the caller's nursery.
+    """
+    if not isinstance(exc, BaseExceptionGroup) or trio.current_effective_deadline() != -math.inf:
+        return
+    _, rest = exc.split(trio.Cancelled)
+    if rest is None or isinstance(rest, Exception):
+        await trio.lowlevel.checkpoint()  # raises Cancelled
+
+
+def _describe(exc: BaseException) -> str:
+    """The first leaf of ``exc`` (inside exception groups) as ``Type: message``."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not inner:
+            break
+        exc = inner[0]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
