@@ -146,6 +146,15 @@ class Room:
                     if item is None:
                         rsv, data = encode_message(core.extensions, opcode, payload)
                         item = shared[key] = (_FRAME, encode_frame(opcode, data, rsv=rsv))
+            if ws._idle and ws._fd is not None:
+                # The member's writer is idle: write now, no task switch (see _write_now).
+                frame = item[1] if item[0] == _FRAME else core.send_message(message)
+                if ws._write_now(frame):
+                    delivered += 1
+                    continue
+                if item[0] != _FRAME:
+                    continue  # encoded already (compression state moved on): cannot requeue
+            ws._idle = False
             try:
                 ws._out_send.send_nowait(item)
             except trio.WouldBlock:

@@ -130,6 +130,9 @@ class WebSocketConnection:
         #: Called once, without arguments, when the connection is over.
         self._on_close: list[Callable[[], object]] = []
         self._writer_done = trio.Event()
+        # The writer waits on an empty channel: a sender may write directly (_write_now).
+        self._idle = False
+        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
 
     # Properties -------------------------------------------------------------------------------
 
@@ -233,6 +236,17 @@ class WebSocketConnection:
         """
         while self._fragmenting:
             await self._fragment_lot.park()  # another task is sending a fragmented message
+        if (
+            self._idle
+            and self._fd is not None  # checked first: encoding moves compression state on
+            and isinstance(message, (str, bytes))
+            and not self._close_queued
+            and self._core.state is ConnectionState.OPEN
+        ):
+            # Fast path: encode and write now, without waking the writer task.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._write_now(self._core.send_message(message, compress=compress))
+            return  # written, or handed to the writer (or the connection is failing anyway)
         if isinstance(message, (str, bytes)):
             item = (_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message)
         elif isinstance(message, (bytearray, memoryview)):
@@ -246,6 +260,7 @@ class WebSocketConnection:
         if self._close_queued or self._core.state is not ConnectionState.OPEN:
             await trio.lowlevel.checkpoint()
             raise self._closed_exception()
+        self._idle = False
         try:
             await self._out_send.send(item)
         except _GONE:
@@ -275,6 +290,7 @@ class WebSocketConnection:
             # A message left unfinished would be garbage to the peer: close instead.
             if opcode is not None and self._start_close():
                 with contextlib.suppress(trio.WouldBlock, *_GONE):
+                    self._idle = False  # an item is queued: no direct writes until it is out
                     self._out_send.send_nowait((_CLOSE, (1011, "message not finished")))
             raise
         finally:
@@ -342,7 +358,6 @@ class WebSocketConnection:
         message = messages.popleft()
         if len(messages) < self._options.max_queue:
             self._space_lot.unpark_all()
-        await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
@@ -376,6 +391,7 @@ class WebSocketConnection:
         event = trio.Event()
         self._pings[payload] = event
         try:
+            self._idle = False  # an item is queued: no direct writes until it is out
             await self._out_send.send((_PING, payload))
             await event.wait()
         except _GONE:
@@ -394,10 +410,12 @@ class WebSocketConnection:
         """
         if self._start_close():
             try:
+                self._idle = False  # an item is queued: no direct writes until it is out
                 self._out_send.send_nowait((_CLOSE, (code, reason)))
             except trio.WouldBlock:
                 # The peer is slow to read what we sent: wait (bounded by the close deadline).
                 with trio.CancelScope(deadline=self._close_deadline):
+                    self._idle = False  # an item is queued: no direct writes until it is out
                     await self._out_send.send((_CLOSE, (code, reason)))
             except _GONE:
                 pass
@@ -416,6 +434,7 @@ class WebSocketConnection:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             with contextlib.suppress(trio.WouldBlock, *_GONE):
+                self._idle = False  # an item is queued: no direct writes until it is out
                 self._out_send.send_nowait((_CLOSE, (code, reason)))
 
     def _start_close(self) -> bool:
@@ -512,6 +531,7 @@ class WebSocketConnection:
         """The connection is over: wake everyone waiting on it."""
         if self._finished.is_set():
             return
+        self._fd = None  # never write to a descriptor that may be closed and reused
         if self._core.state is not ConnectionState.CLOSED:
             self._core.receive_eof()
         self._finished.set()
@@ -571,6 +591,9 @@ class WebSocketConnection:
                 await self._drained_lot.park()
 
     async def _queue_raw(self, frame: bytes) -> None:
+        if self._write_now(frame):
+            return
+        self._idle = False
         try:
             self._out_send.send_nowait(frame)
         except trio.WouldBlock:
@@ -591,21 +614,53 @@ class WebSocketConnection:
         stream = self._stream
         recv = self._out_recv
         try:
-            async for item in recv:
+            while True:
+                try:
+                    item = recv.receive_nowait()
+                except trio.WouldBlock:
+                    # Nothing queued, nothing being written: senders may write directly.
+                    self._idle = True
+                    try:
+                        item = await recv.receive()
+                    finally:
+                        self._idle = False
                 batch = [item]
                 while True:
                     try:
                         batch.append(recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                        break  # (at the end of the channel: write this batch, then stop)
                 data = b"".join(self._encode(batch))
                 if data:
                     await stream.send_all(data)
+        except trio.EndOfChannel:
+            pass
         except _GONE:
             # The peer is gone: nothing more can be written; the reader will see the end.
             pass
         finally:
             self._writer_done.set()
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write ``data`` from the calling task if the writer is idle; False if it is not.
+
+        Like an asyncio transport: one non-blocking write(2), no task switch; whatever the
+        socket does not take goes to the writer. Only when nothing is queued or being written,
+        so frames keep their order. A plain syscall cannot be cancelled halfway.
+        """
+        fd = self._fd
+        if fd is None or not self._idle:
+            return False
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return False  # the writer will meet the error and end the connection
+        if written < len(data):
+            self._idle = False
+            self._out_send.send_nowait(data[written:])
+        return True
 
     def _encode(self, batch: Iterable[Any]) -> Iterable[bytes]:
         core = self._core
