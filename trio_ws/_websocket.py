@@ -40,8 +40,10 @@ logger = logging.getLogger("trio_ws")
 #: What a stream raises once the peer or our side has closed it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
-#: Bytes asked of the socket per read.
-_READ_SIZE = 256 * 1024
+#: Bytes asked of the socket per read: small enough that the buffer is not an mmap() (glibc's
+#: threshold is 128 KiB), growing up to the maximum while reads come back full.
+_READ_SIZE = 64 * 1024
+_MAX_READ_SIZE = 1024 * 1024
 
 
 @attrs.frozen
@@ -550,6 +552,7 @@ class WebSocketConnection:
         messages = self._messages
         try:
             data: bytes | bytearray = b""  # frames that came with the handshake are buffered
+            read_size = _READ_SIZE
             while True:
                 events = core.receive_data(data)
                 out = core.data_to_send()
@@ -577,7 +580,11 @@ class WebSocketConnection:
                     continue
                 while len(messages) >= max_queue and not self._discard:
                     await self._space_lot.park()
-                data = await stream.receive_some(_READ_SIZE)
+                data = await stream.receive_some(read_size)
+                if len(data) == read_size:
+                    read_size = min(read_size * 2, _MAX_READ_SIZE)
+                elif read_size > _READ_SIZE and len(data) < _READ_SIZE:
+                    read_size = _READ_SIZE
                 if not data:
                     core.receive_eof()
                     return
