@@ -2,7 +2,12 @@
 
     python examples/broadcast_server.py --host 127.0.0.1 --port 8000
 
-then open http://127.0.0.1:8000/ in two browser windows.
+then open http://127.0.0.1:8000/ in two browser windows. One process by default; as a cluster,
+N processes on the port sharing the room over Redis (``pip install 'trio_ws[redis]'``)::
+
+    python examples/broadcast_server.py --port 8000 --workers 4 --redis redis://127.0.0.1:6379
+
+Several machines running it with the same ``--redis`` share the room too.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import sys
 from pathlib import Path
 
 import trio
@@ -19,6 +25,8 @@ import trio_ws
 
 PAGE = (Path(__file__).parent / "chat.html").read_bytes()
 MAX_MESSAGE = 64 * 1024
+#: Seconds to wait for Redis at start before serving anyway (local clients only until then).
+REDIS_WAIT = 5.0
 
 
 async def chat(room: trio_ws.Room, request: trio_ws.WebSocketRequest) -> None:
@@ -36,18 +44,64 @@ async def chat(room: trio_ws.Room, request: trio_ws.WebSocketRequest) -> None:
             room.broadcast(message)
 
 
+async def serve(args: argparse.Namespace) -> None:
+    """One process: serve until Ctrl-C or SIGTERM (or, as a worker, until the parent exits)."""
+    backplane = (
+        trio_ws.LocalBackplane() if args.redis is None else trio_ws.RedisBackplane(args.redis)
+    )
+    room = backplane.room("chat", policy="drop")
+    options = trio_ws.WebSocketOptions(max_message_size=MAX_MESSAGE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(backplane.run)
+        with trio.move_on_after(REDIS_WAIT):
+            await backplane.wait_connected()
+        server = await nursery.start(
+            functools.partial(
+                trio_ws.serve_websocket,
+                functools.partial(chat, room),
+                args.host,
+                args.port,
+                options=options,
+                reuse_port=args.worker,
+            )
+        )
+        print(f"chat on http://{args.host}:{server.port}/", flush=True)
+        await trio_ws.wait_for_stop(watch_stdin=args.worker)
+        nursery.cancel_scope.cancel()  # closes the connections with 1001
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
+    parser.add_argument(
+        "--redis", metavar="URL", help="share the room over Redis, e.g. redis://127.0.0.1:6379"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    room = trio_ws.Room(policy="drop")
-    options = trio_ws.WebSocketOptions(max_message_size=MAX_MESSAGE)
-    serve = functools.partial(trio_ws.serve_websocket, options=options)
-    print(f"chat on http://{args.host}:{args.port}/", flush=True)
+    if args.workers > 1:
+        if args.redis is None:
+            print("warning: without --redis, each worker has a room of its own", file=sys.stderr)
+        redis = [] if args.redis is None else ["--redis", args.redis]
+
+        def command(port: int) -> list[str]:
+            worker = ["--worker", "--host", args.host, "--port", str(port), *redis]
+            return [sys.executable, __file__, *worker]
+
+        def ready(port: int, pids: list[int]) -> None:
+            print(f"chat on http://{args.host}:{port}/ ({len(pids)} workers)", flush=True)
+
+        sys.exit(
+            trio_ws.run_workers(
+                command, workers=args.workers, host=args.host, port=args.port, on_ready=ready
+            )
+        )
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, functools.partial(chat, room), args.host, args.port)
+        trio.run(serve, args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from helpers import (
 
 import trio_ws
 from trio_ws._frames import Opcode, encode_frame
-from trio_ws._websocket import _READ_SIZE
+from trio_ws._websocket import _MAX_READ_SIZE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -652,7 +652,7 @@ async def test_backpressure_with_small_messages_bounds_memory() -> None:
     """With messages smaller than a socket read, the queue may pass max_queue by one read.
 
     The reader stops before the next read, so the bytes held stay bounded by max_queue
-    messages plus one read (``_READ_SIZE``).
+    messages plus one read (at most ``_MAX_READ_SIZE``).
     """
     server_side: list[trio_ws.WebSocketConnection] = []
     message = os.urandom(16 * 1024)
@@ -684,7 +684,7 @@ async def test_backpressure_with_small_messages_bounds_memory() -> None:
                     await trio.sleep(0.5)
                 queued = server_side[0]._messages
                 held = sum(len(m) for m in queued)
-                assert held <= MAX_QUEUE * len(message) + _READ_SIZE, (len(queued), held)
+                assert held <= MAX_QUEUE * len(message) + _MAX_READ_SIZE, (len(queued), held)
                 nursery.cancel_scope.cancel()
 
 

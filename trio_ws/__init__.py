@@ -6,6 +6,7 @@ Serve with ``serve_websocket(handler, host, port)``; connect with
 """
 
 from ._auth import basic_auth, basic_credentials, bearer_token, find_token, request_cookies, require
+from ._backplane import Backplane, LocalBackplane
 from ._broadcast import Room, SlowPolicy
 from ._client import client_handshake, connect_websocket, open_websocket, open_websocket_url
 from ._connection import ConnectionState
@@ -19,21 +20,26 @@ from ._errors import (
 )
 from ._handshake import Request
 from ._headers import Headers
+from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
 from ._websocket import WebSocketConnection, WebSocketOptions
+from ._workers import run_workers, wait_for_stop
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backplane",
     "ConnectionClosed",
     "ConnectionState",
     "HTTPResult",
     "HandshakeError",
     "Headers",
+    "LocalBackplane",
     "LocalProtocolError",
     "PerMessageDeflate",
     "ProtocolError",
+    "RedisBackplane",
     "Request",
     "Room",
     "Router",
@@ -54,5 +60,7 @@ __all__ = [
     "open_websocket_url",
     "request_cookies",
     "require",
+    "run_workers",
     "serve_websocket",
+    "wait_for_stop",
 ]

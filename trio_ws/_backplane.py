@@ -63,12 +63,14 @@ class _Rooms:
         return room
 
     def attach(self, room: Room) -> None:
+        """Register ``room`` under its name (``Room(backplane=...)`` calls this)."""
         if room.name in self.rooms and self.rooms[room.name] is not room:
             raise ValueError(f"this backplane has a room called {room.name!r} already")
         self.rooms[room.name] = room
         self._attached(room)
 
     def publish(self, room: str, message: str | bytes) -> None:
+        """Send ``message`` to the room ``room`` of the other processes; never waits."""
         raise NotImplementedError
 
     def _attached(self, room: Room) -> None:
@@ -86,14 +88,15 @@ class LocalBackplane(_Rooms):
     connected = True
 
     def publish(self, room: str, message: str | bytes) -> None:
-        pass
+        """Nothing to do: there are no other processes."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Wait until cancelled (for code written for ``RedisBackplane.run()``)."""
         task_status.started()
         await trio.sleep_forever()
 
     async def wait_connected(self) -> None:
-        pass
+        """Return at once: there is nothing to connect to."""
 
 
 def encode_batch(sender: bytes, entries: Iterable[tuple[int, str | bytes]]) -> bytes:

@@ -349,6 +349,11 @@ def _serve_workers(args: argparse.Namespace) -> int:
         backplane = f", broadcast shared over {args.redis}" if args.redis else ""
         print(f"{len(pids)} workers (pids {', '.join(map(str, pids))}){backplane}", flush=True)
 
-    return run_workers(
-        command, workers=args.workers, host=args.host, port=args.port, on_ready=ready
-    )
+    try:
+        return run_workers(
+            command, workers=args.workers, host=args.host, port=args.port, on_ready=ready
+        )
+    except BaseException as exc:  # Ctrl-C before the signal handlers were in place
+        if isinstance(_leaf(exc), KeyboardInterrupt):
+            return 0
+        raise

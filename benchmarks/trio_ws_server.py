@@ -1,0 +1,51 @@
+"""trio_ws server under benchmark: ``--mode echo`` or ``--mode broadcast``.
+
+    python benchmarks/trio_ws_server.py --port 9001 --mode echo|broadcast [--host 127.0.0.1]
+
+echo: every message goes back to its sender. broadcast: every message received from any
+client goes to every connected client (the sender included) through one ``trio_ws.Room``;
+nothing else is sent. Keepalive pings are off and messages up to 32 MiB are accepted, as for
+every server of the suite (benchmarks/servers/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+
+import trio
+
+import trio_ws
+
+OPTIONS = trio_ws.WebSocketOptions(ping_interval=None, max_message_size=2**25)
+
+
+async def echo(request: trio_ws.WebSocketRequest) -> None:
+    ws = await request.accept()
+    async for message in ws:
+        await ws.send(message)
+
+
+async def broadcast(room: trio_ws.Room, request: trio_ws.WebSocketRequest) -> None:
+    ws = await request.accept()
+    with room.joined(ws):
+        async for message in ws:
+            room.broadcast(message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    args = parser.parse_args()
+    handler = echo if args.mode == "echo" else functools.partial(broadcast, trio_ws.Room())
+    serve = functools.partial(trio_ws.serve_websocket, options=OPTIONS)
+    print(f"trio_ws {args.mode} server on ws://{args.host}:{args.port}/", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(serve, handler, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
