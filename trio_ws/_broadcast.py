@@ -154,9 +154,8 @@ class Room:
                     continue
                 if item[0] != _FRAME:
                     continue  # encoded already (compression state moved on): cannot requeue
-            ws._idle = False
             try:
-                ws._out_send.send_nowait(item)
+                ws._enqueue_nowait(item)
             except trio.WouldBlock:
                 self._slow(ws)
                 continue

@@ -2,7 +2,7 @@
 
 The application sends through a bounded memory channel to the writer, which encodes and
 writes frames in order (several queued frames per ``send_all``); the reader parses frames and
-queues whole messages in a bounded deque. When that deque is full the reader stops reading
+queues whole messages in a bounded list. When that list is full the reader stops reading
 the socket, which pushes back on the peer; control frames read before that are still answered.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -113,7 +112,9 @@ class WebSocketConnection:
         self._options = options
         self._request = request
         self._response_headers = response_headers
-        self._messages: deque[str | bytes | MessageChunk] = deque()
+        # A list, not a deque: it holds at most about max_queue items, and an empty deque
+        # costs 600 bytes per connection.
+        self._messages: list[str | bytes | MessageChunk] = []
         self._partial: list[str | bytes] = []  # pieces of a message receive() is joining
         self._fragmenting = False  # a task is sending a message in fragments
         self._fragment_lot = trio.lowlevel.ParkingLot()
@@ -132,6 +133,8 @@ class WebSocketConnection:
         #: Called once, without arguments, when the connection is over.
         self._on_close: list[Callable[[], object]] = []
         self._writer_done = trio.Event()
+        self._writer_started = False
+        self._nursery: trio.Nursery | None = None
         # The writer waits on an empty channel: a sender may write directly (_write_now).
         self._idle = False
         self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
@@ -262,9 +265,8 @@ class WebSocketConnection:
         if self._close_queued or self._core.state is not ConnectionState.OPEN:
             await trio.lowlevel.checkpoint()
             raise self._closed_exception()
-        self._idle = False
         try:
-            await self._out_send.send(item)
+            await self._enqueue(item)
         except _GONE:
             raise self._closed_exception() from None
 
@@ -292,8 +294,7 @@ class WebSocketConnection:
             # A message left unfinished would be garbage to the peer: close instead.
             if opcode is not None and self._start_close():
                 with contextlib.suppress(trio.WouldBlock, *_GONE):
-                    self._idle = False  # an item is queued: no direct writes until it is out
-                    self._out_send.send_nowait((_CLOSE, (1011, "message not finished")))
+                    self._enqueue_nowait((_CLOSE, (1011, "message not finished")))
             raise
         finally:
             self._fragmenting = False
@@ -357,7 +358,7 @@ class WebSocketConnection:
                 await self._message_lot.park()
             finally:
                 self._receivers_waiting -= 1
-        message = messages.popleft()
+        message = messages.pop(0)
         if len(messages) < self._options.max_queue:
             self._space_lot.unpark_all()
         return message
@@ -393,8 +394,7 @@ class WebSocketConnection:
         event = trio.Event()
         self._pings[payload] = event
         try:
-            self._idle = False  # an item is queued: no direct writes until it is out
-            await self._out_send.send((_PING, payload))
+            await self._enqueue((_PING, payload))
             await event.wait()
         except _GONE:
             raise self._closed_exception() from None
@@ -412,13 +412,11 @@ class WebSocketConnection:
         """
         if self._start_close():
             try:
-                self._idle = False  # an item is queued: no direct writes until it is out
-                self._out_send.send_nowait((_CLOSE, (code, reason)))
+                self._enqueue_nowait((_CLOSE, (code, reason)))
             except trio.WouldBlock:
                 # The peer is slow to read what we sent: wait (bounded by the close deadline).
                 with trio.CancelScope(deadline=self._close_deadline):
-                    self._idle = False  # an item is queued: no direct writes until it is out
-                    await self._out_send.send((_CLOSE, (code, reason)))
+                    await self._enqueue((_CLOSE, (code, reason)))
             except _GONE:
                 pass
         await self._done.wait()
@@ -436,8 +434,7 @@ class WebSocketConnection:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             with contextlib.suppress(trio.WouldBlock, *_GONE):
-                self._idle = False  # an item is queued: no direct writes until it is out
-                self._out_send.send_nowait((_CLOSE, (code, reason)))
+                self._enqueue_nowait((_CLOSE, (code, reason)))
 
     def _start_close(self) -> bool:
         """Mark the connection closing and arm the close deadline; False if already done."""
@@ -474,7 +471,11 @@ class WebSocketConnection:
             with trio.CancelScope(deadline=self._close_deadline, shield=shield) as scope:
                 self._cancel_scope = scope
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer)
+                    self._nursery = nursery
+                    if self._fd is None or self._out_recv.statistics().current_buffer_used:
+                        self._start_writer()  # no direct writes here, or frames already queued
+                    else:
+                        self._idle = True
                     if self._options.ping_interval is not None:
                         nursery.start_soon(self._keepalive, self._options.ping_interval)
                     await self._reader()
@@ -483,6 +484,8 @@ class WebSocketConnection:
                             "connection with %s failed: %s", self.remote, self._core.failure
                         )
                     self._finish()
+                    if not self._writer_started:
+                        self._writer_done.set()  # nothing was ever queued
                     # Let the writer flush what is queued, our close frame included.
                     self._out_send.close()
                     with trio.move_on_after(self._options.close_timeout):
@@ -600,11 +603,10 @@ class WebSocketConnection:
     async def _queue_raw(self, frame: bytes) -> None:
         if self._write_now(frame):
             return
-        self._idle = False
         try:
-            self._out_send.send_nowait(frame)
+            self._enqueue_nowait(frame)
         except trio.WouldBlock:
-            await self._out_send.send(frame)
+            await self._enqueue(frame)
         except _GONE:
             pass
 
@@ -665,9 +667,26 @@ class WebSocketConnection:
         except OSError:
             return False  # the writer will meet the error and end the connection
         if written < len(data):
-            self._idle = False
-            self._out_send.send_nowait(data[written:])
+            self._enqueue_nowait(data[written:])
         return True
+
+    def _enqueue_nowait(self, item: Any) -> None:
+        """Queue an item for the writer (starting it if need be); WouldBlock if full."""
+        self._idle = False  # no direct writes until the queue is written out
+        self._out_send.send_nowait(item)
+        self._start_writer()
+
+    async def _enqueue(self, item: Any) -> None:
+        self._idle = False
+        self._start_writer()
+        await self._out_send.send(item)
+
+    def _start_writer(self) -> None:
+        """The writer task starts on first need: a connection whose sends all went out
+        directly (the common case for small messages) never has one."""
+        if not self._writer_started and self._nursery is not None:
+            self._writer_started = True
+            self._nursery.start_soon(self._writer)
 
     def _encode(self, batch: Iterable[Any]) -> Iterable[bytes]:
         core = self._core
