@@ -20,6 +20,16 @@ async def echo(request: trio_ws.WebSocketRequest) -> None:
         await ws.send(message)
 
 
+async def serve(host: str, port: int, options: trio_ws.WebSocketOptions) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close every connection with 1001."""
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio_ws.serve_websocket, options=options)
+        await nursery.start(serve, echo, host, port)
+        print(f"echo server on ws://{host}:{port}/", flush=True)
+        await trio_ws.wait_for_stop()
+        nursery.cancel_scope.cancel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -30,12 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     options = trio_ws.WebSocketOptions(max_message_size=args.max_size)
-    print(f"echo server on ws://{args.host}:{args.port}/", flush=True)
-    try:
-        serve = functools.partial(trio_ws.serve_websocket, options=options)
-        trio.run(serve, echo, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+    trio.run(serve, args.host, args.port, options)
 
 
 if __name__ == "__main__":

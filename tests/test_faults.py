@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import resource
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -355,3 +356,25 @@ async def test_listener_closed_after_shutdown(how: str, traffic: str) -> None:
             with pytest.raises(OSError):
                 stream = await trio.open_tcp_stream(HOST, port)
                 await stream.aclose()
+
+
+@bounded
+async def test_close_right_after_the_handshake_is_answered() -> None:
+    """A client that closes at once (as the connect+close benchmark does) gets a close reply.
+
+    Guards the writer's last batch and the direct-write path at the very start of a connection.
+    """
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving() as server:
+
+            async def one() -> None:
+                raw = await RawWS.connect(server.port)
+                await raw.handshake()
+                await raw.send_frame(Opcode.CLOSE, struct.pack("!H", 1000))
+                assert await raw.read_close() == (1000, "")
+                await raw.aclose()
+
+            for _ in range(4):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(50):
+                        nursery.start_soon(one)
