@@ -260,6 +260,7 @@ class WebSocketServer:
         from ._websocket import _address
 
         remote = _address(stream, peer=True)
+        ws_request: WebSocketRequest | None = None
         self._tcp_connections += 1
         try:
             core = Connection(
@@ -291,7 +292,8 @@ class WebSocketServer:
             pass  # the client went away
         finally:
             self._tcp_connections -= 1
-            await trio.aclose_forcefully(stream)
+            if ws_request is None or ws_request.connection is None:
+                await trio.aclose_forcefully(stream)  # else the connection's task closed it
 
     def _refusal(self, request: Request) -> tuple[int, str] | None:
         """The status and message to refuse a request with before the handler sees it."""

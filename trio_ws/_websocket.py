@@ -488,8 +488,9 @@ class WebSocketConnection:
                         self._writer_done.set()  # nothing was ever queued
                     # Let the writer flush what is queued, our close frame included.
                     self._out_send.close()
-                    with trio.move_on_after(self._options.close_timeout):
-                        await self._writer_done.wait()
+                    if not self._writer_done.is_set():
+                        with trio.move_on_after(self._options.close_timeout):
+                            await self._writer_done.wait()
                     nursery.cancel_scope.cancel()
                 await self._linger()
         finally:
