@@ -17,6 +17,12 @@ from typing import Any
 
 import pytest
 import trio
+
+# websockets.trio (websockets 17) needs Python 3.11: older interpreters skip, with this reason.
+pytest.importorskip(
+    "websockets.trio", reason="websockets.trio needs websockets >= 17 (Python >= 3.11)"
+)
+
 import websockets
 import websockets.exceptions
 from helpers import (
