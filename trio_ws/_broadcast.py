@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._connection import ConnectionState, Role
+from ._connection import Role
 from ._extensions import encode_message
 from ._frames import Opcode, encode_frame
 from ._websocket import _FRAME, _TEXT_OR_BYTES, WebSocketConnection
@@ -128,7 +128,7 @@ class Room:
             if ws is exclude:
                 continue
             core = ws._core
-            if core.state is not ConnectionState.OPEN or ws._close_queued:
+            if not ws._sendable:
                 continue
             item: Any
             if core.role is Role.CLIENT:

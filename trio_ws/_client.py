@@ -240,8 +240,7 @@ async def open_websocket_url(
         if credentials is not None and not any(
             name.lower() == "authorization" for name, _ in headers
         ):
-            token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-            headers.append(("Authorization", f"Basic {token}"))
+            headers.append(("Authorization", _basic(credentials)))
         try:
             conn = await _connect(
                 host,
@@ -273,6 +272,11 @@ async def open_websocket_url(
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _basic(credentials: str) -> str:
+    """An HTTP basic ``Authorization`` value for ``"user:password"`` (RFC 7617)."""
+    return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
 
 
 def _redirect_url(current: str, location: str) -> str:
@@ -317,8 +321,7 @@ async def _open_tunnel(proxy: str, host: str, port: int) -> trio.abc.Stream:
         headers = [("Host", authority)]
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-            headers.append(("Proxy-Authorization", f"Basic {token}"))
+            headers.append(("Proxy-Authorization", _basic(credentials)))
         conn = h11.Connection(h11.CLIENT)
         request = h11.Request(method="CONNECT", target=authority, headers=headers)
         await stream.send_all(conn.send(request) or b"")

@@ -234,13 +234,19 @@ class Connection:
         return out
 
     @property
-    def close_code(self) -> int:
-        """The code that describes how the connection closed (1006 if no close frame came)."""
+    def close_outcome(self) -> tuple[int, str]:
+        """How the connection closed: the peer's close code and reason, else the ones we failed
+        the connection with, else 1006 (no close frame came)."""
         if self.close_received is not None:
-            return self.close_received[0]
+            return self.close_received
         if self.failure is not None:
-            return self.failure.code
-        return 1006
+            return self.failure.code, self.failure.reason
+        return 1006, ""
+
+    @property
+    def close_code(self) -> int:
+        """The code of ``close_outcome``."""
+        return self.close_outcome[0]
 
     # Opening handshake ------------------------------------------------------------------------
 
@@ -365,9 +371,6 @@ class Connection:
 
     def receive_eof(self) -> None:
         """The peer closed the TCP stream; the connection is CLOSED (1006 without a close)."""
-        if self._state is ConnectionState.CONNECTING:
-            self._set_state(ConnectionState.CLOSED)
-            return
         self._set_state(ConnectionState.CLOSED)
 
     @property

@@ -19,7 +19,7 @@ import attrs
 import h11
 
 from ._errors import HandshakeError
-from ._headers import Headers, split_tokens
+from ._headers import Headers
 
 __all__ = [
     "ClientHandshake",
@@ -268,16 +268,8 @@ def _validate_request(event: h11.Request) -> Request:
         path=path,
         query=query,
         headers=headers,
-        subprotocols=tuple(
-            item
-            for value in headers.get_all("sec-websocket-protocol")
-            for item in split_tokens(value)
-        ),
-        extensions=tuple(
-            item
-            for value in headers.get_all("sec-websocket-extensions")
-            for item in split_tokens(value)
-        ),
+        subprotocols=tuple(headers.get_list("sec-websocket-protocol")),
+        extensions=tuple(headers.get_list("sec-websocket-extensions")),
     )
 
 
@@ -392,11 +384,7 @@ class ClientHandshake:
             if len(protocols) != 1 or protocols[0] not in self.subprotocols:
                 raise fail(f"server chose a subprotocol that was not offered: {protocols}")
             subprotocol = protocols[0]
-        extensions = tuple(
-            item
-            for value in headers.get_all("sec-websocket-extensions")
-            for item in split_tokens(value)
-        )
+        extensions = tuple(headers.get_list("sec-websocket-extensions"))
         return HandshakeResponse(101, headers, subprotocol, extensions)
 
 

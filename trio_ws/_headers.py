@@ -80,9 +80,13 @@ class Headers(Sequence[tuple[str, str]]):
         name = name.lower()
         return [value for key, value in self._items if key == name]
 
+    def get_list(self, name: str) -> list[str]:
+        """The comma-separated items of every ``name`` field, stripped, case kept."""
+        return [item for value in self.get_all(name) for item in split_tokens(value)]
+
     def tokens(self, name: str) -> list[str]:
         """The comma-separated tokens of every ``name`` field, stripped, in lower case."""
-        return [t.lower() for value in self.get_all(name) for t in split_tokens(value)]
+        return [item.lower() for item in self.get_list(name)]
 
 
 def split_tokens(value: str) -> list[str]:

@@ -17,7 +17,7 @@ from ._errors import ConnectionClosed, HandshakeError
 from ._extensions import ServerExtensionFactory
 from ._handshake import HeaderList, Request, http_response
 from ._headers import Headers
-from ._websocket import WebSocketConnection, WebSocketOptions
+from ._websocket import WebSocketConnection, WebSocketOptions, _address
 
 __all__ = ["WebSocketRequest", "WebSocketServer", "open_unix_listener", "serve_websocket"]
 
@@ -88,8 +88,6 @@ class WebSocketRequest:
     @property
     def remote(self) -> Any:
         """The client's address, e.g. ``("127.0.0.1", 54321)``; ``None`` without a socket."""
-        from ._websocket import _address
-
         return _address(self._stream, peer=True)
 
     async def accept(
@@ -257,8 +255,6 @@ class WebSocketServer:
             connections.start_soon(self._serve_connection, stream)
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        from ._websocket import _address
-
         remote = _address(stream, peer=True)
         ws_request: WebSocketRequest | None = None
         self._tcp_connections += 1

@@ -124,8 +124,8 @@ class WebSocketConnection:
         self._receivers_waiting = 0
         self._out_send, self._out_recv = trio.open_memory_channel[Any](options.write_queue)
         self._pings: dict[bytes, trio.Event] = {}
-        self._close_queued = False
-        self._discard = False  # we are closing: drop incoming messages
+        # We started closing: no more sends, and incoming messages are dropped.
+        self._closing = False
         self._finished = trio.Event()  # the closing handshake completed or the stream ended
         self._done = trio.Event()  # the stream is closed and both tasks are gone
         self._cancel_scope: trio.CancelScope | None = None
@@ -214,15 +214,8 @@ class WebSocketConnection:
         return self._closed_exception().reason
 
     def _closed_exception(self) -> ConnectionClosed:
-        core = self._core
-        by_peer = core.closed_by_peer
-        if core.close_received is not None:
-            code, reason = core.close_received
-        elif core.failure is not None:
-            code, reason = core.failure.code, core.failure.reason
-        else:
-            code, reason = 1006, ""
-        return ConnectionClosed(code, reason, by_peer=by_peer)
+        code, reason = self._core.close_outcome
+        return ConnectionClosed(code, reason, by_peer=self._core.closed_by_peer)
 
     # Application API --------------------------------------------------------------------------
 
@@ -241,28 +234,22 @@ class WebSocketConnection:
         """
         while self._fragmenting:
             await self._fragment_lot.park()  # another task is sending a fragmented message
-        if (
-            self._idle
-            and self._fd is not None  # checked first: encoding moves compression state on
-            and isinstance(message, (str, bytes))
-            and not self._close_queued
-            and self._core.state is ConnectionState.OPEN
-        ):
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)
+        elif not isinstance(message, (str, bytes)):
+            await self._send_fragments(message)
+            return
+        # Checked first: encoding moves the compression state on, so it happens only if the
+        # frame is then surely written (or handed to the writer).
+        if self._idle and self._fd is not None and self._sendable:
             # Fast path: encode and write now, without waking the writer task.
             await trio.lowlevel.checkpoint_if_cancelled()
             self._write_now(self._core.send_message(message, compress=compress))
             return  # written, or handed to the writer (or the connection is failing anyway)
-        if isinstance(message, (str, bytes)):
-            item = (_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message)
-        elif isinstance(message, (bytearray, memoryview)):
-            item = (_TEXT_OR_BYTES if compress else _UNCOMPRESSED, bytes(message))
-        else:
-            await self._send_fragments(message)
-            return
-        await self._queue(item)
+        await self._queue((_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message))
 
     async def _queue(self, item: tuple[int, Any]) -> None:
-        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+        if not self._sendable:
             await trio.lowlevel.checkpoint()
             raise self._closed_exception()
         try:
@@ -348,7 +335,7 @@ class WebSocketConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
         while not messages:
-            if self._discard and not self._finished.is_set():
+            if self._closing and not self._finished.is_set():
                 await self._finished.wait()  # we are closing: report how it ends
             if self._finished.is_set():
                 raise self._closed_exception()
@@ -388,7 +375,7 @@ class WebSocketConnection:
             raise ValueError("ping payload over 125 bytes")
         if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
-        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+        if not self._sendable:
             await trio.lowlevel.checkpoint()
             raise self._closed_exception()
         event = trio.Event()
@@ -436,12 +423,16 @@ class WebSocketConnection:
             with contextlib.suppress(trio.WouldBlock, *_GONE):
                 self._enqueue_nowait((_CLOSE, (code, reason)))
 
+    @property
+    def _sendable(self) -> bool:
+        """Open, and we have not started closing: messages may still be sent."""
+        return not self._closing and self._core.state is ConnectionState.OPEN
+
     def _start_close(self) -> bool:
         """Mark the connection closing and arm the close deadline; False if already done."""
-        if self._close_queued or self._core.state is not ConnectionState.OPEN:
+        if not self._sendable:
             return False
-        self._close_queued = True
-        self._discard = True
+        self._closing = True
         self._messages.clear()
         self._space_lot.unpark_all()
         self._message_lot.unpark_all()
@@ -564,11 +555,11 @@ class WebSocketConnection:
                     await self._queue_raw(out)
                 for event in events:
                     if type(event) is Message:
-                        if not self._discard:
+                        if not self._closing:
                             messages.append(event.data)
                             self._message_lot.unpark_all()
                     elif type(event) is MessageChunk:
-                        if not self._discard:
+                        if not self._closing:  # pieces queue whole: receive() joins them
                             messages.append(event)
                             self._message_lot.unpark_all()
                     elif type(event) is Pong:
@@ -582,7 +573,7 @@ class WebSocketConnection:
                     await self._wait_drained()
                     data = b""
                     continue
-                while len(messages) >= max_queue and not self._discard:
+                while len(messages) >= max_queue and not self._closing:
                     await self._space_lot.park()
                 data = await stream.receive_some(read_size)
                 if len(data) == read_size:
@@ -598,7 +589,7 @@ class WebSocketConnection:
     async def _wait_drained(self) -> None:
         """Wait until the application asked for a message after taking every queued one."""
         with trio.move_on_after(self._options.close_timeout):
-            while not (self._discard or (not self._messages and self._receivers_waiting)):
+            while not (self._closing or (not self._messages and self._receivers_waiting)):
                 await self._drained_lot.park()
 
     async def _queue_raw(self, frame: bytes) -> None:
@@ -674,8 +665,8 @@ class WebSocketConnection:
     def _enqueue_nowait(self, item: Any) -> None:
         """Queue an item for the writer (starting it if need be); WouldBlock if full."""
         self._idle = False  # no direct writes until the queue is written out
-        self._out_send.send_nowait(item)
         self._start_writer()
+        self._out_send.send_nowait(item)
 
     async def _enqueue(self, item: Any) -> None:
         self._idle = False
