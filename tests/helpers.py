@@ -13,7 +13,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -32,42 +31,22 @@ HOST = "127.0.0.1"
 #: Upper bound, in seconds, on every test body (``trio.fail_after``): nothing here may hang.
 TEST_TIMEOUT = 10.0
 
-#: Last-resort bound for ``bounded`` tests, for hangs that ``fail_after`` cannot interrupt.
-HARD_TIMEOUT = TEST_TIMEOUT + 2.0
-
 
 def bounded(
-    fn: Callable[..., Awaitable[None]] | None = None, *, timeout: float = HARD_TIMEOUT
+    fn: Callable[..., Awaitable[None]] | None = None, *, timeout: float = TEST_TIMEOUT + 2.0
 ) -> Any:
-    """Run an async test in its own ``trio.run`` in a daemon thread, failing after ``timeout``.
+    """Run an async test under ``trio.fail_after(timeout)``.
 
-    ``trio.fail_after`` cannot end a wait inside a shielded cancel scope (for example a
-    library's cleanup that never completes); the test would hang the whole session. Here the
-    stuck thread is abandoned and the test fails with a clear message instead. Fixtures and
-    parametrize work as usual: the wrapper keeps the test's signature.
+    Enough for every test: each wait in the library that a cancellation cannot interrupt
+    (a shielded cleanup) has a deadline of its own. Fixtures and parametrize work as usual:
+    the wrapper keeps the test's signature.
     """
 
-    def decorate(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    def decorate(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         @functools.wraps(test)
-        def wrapper(*args: Any, **kwargs: Any) -> None:
-            outcome: list[BaseException] = []
-
-            def target() -> None:
-                try:
-                    trio.run(functools.partial(test, *args, **kwargs))
-                except BaseException as exc:
-                    outcome.append(exc)
-
-            thread = threading.Thread(target=target, name=test.__name__, daemon=True)
-            thread.start()
-            thread.join(timeout)
-            if thread.is_alive():
-                raise AssertionError(
-                    f"{test.__name__} still running after {timeout} s: a wait that "
-                    "trio.fail_after could not cancel (shielded?) never completed"
-                )
-            if outcome:
-                raise outcome[0]
+        async def wrapper(*args: Any, **kwargs: Any) -> None:
+            with trio.fail_after(timeout):
+                await test(*args, **kwargs)
 
         return wrapper
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,10 +13,11 @@ import pytest
 import trio
 
 import trio_ws
-import trio_ws._broadcast
+import trio_ws._outbox
 from trio_ws._extensions import encode_message
 from trio_ws._frames import Opcode, encode_frame
 from trio_ws._handshake import ClientHandshake
+from trio_ws.testing import open_memory_pair
 
 NO_PINGS = trio_ws.WebSocketOptions(ping_interval=None, close_timeout=1.0, write_queue=8)
 
@@ -108,7 +111,7 @@ async def test_broadcast_never_waits_on_a_member_that_never_reads() -> None:
                 elapsed = trio.current_time() - start
                 slow = next(ws for ws in joined if ws.remote[1] == stalled.socket.getsockname()[1])
                 # The stalled member's outgoing queue never exceeds its bound ...
-                assert len(slow._out_recv._state.data) <= NO_PINGS.write_queue
+                assert slow.outbox.queued <= NO_PINGS.write_queue
                 # ... the rest was dropped for it and counted ...
                 assert room.dropped_for(slow) > 150
                 assert room.dropped == room.dropped_for(slow)
@@ -134,9 +137,10 @@ async def test_close_policy_disconnects_a_slow_member() -> None:
                 assert len(room) == 1
                 slow = next(ws for ws in joined if ws is not None and ws not in room)
                 # The slow member is closed within close_timeout, as it never answers.
+                closed = trio.Event()
+                slow.on_close(closed.set)
                 with trio.fail_after(NO_PINGS.close_timeout + 2):
-                    while not slow.closed:
-                        await trio.sleep(0.01)
+                    await closed.wait()
             await stalled.aclose()
 
 
@@ -149,7 +153,7 @@ async def test_frames_are_encoded_once_for_all_members(monkeypatch: pytest.Monke
         encoded.append(frame)
         return frame
 
-    monkeypatch.setattr(trio_ws._broadcast, "encode_frame", counting_encode)
+    monkeypatch.setattr(trio_ws._outbox, "encode_frame", counting_encode)
     room = trio_ws.Room()
     options = trio_ws.WebSocketOptions(ping_interval=None, compression=None)
     with trio.fail_after(10):
@@ -178,7 +182,7 @@ async def test_compressed_broadcast(
         shared.append(payload)
         return rsv, payload
 
-    monkeypatch.setattr(trio_ws._broadcast, "encode_message", counting_encode)
+    monkeypatch.setattr(trio_ws._outbox, "encode_message", counting_encode)
     deflate = trio_ws.PerMessageDeflate(server_no_context_takeover=no_context_takeover)
     options = trio_ws.WebSocketOptions(ping_interval=None, compression=deflate)
     room = trio_ws.Room()
@@ -199,3 +203,44 @@ async def test_compressed_broadcast(
                     assert len(shared[0]) < len(message) // 4
                 assert await a.receive() == message
                 assert await b.receive() == message
+
+
+async def test_leaving_undoes_joining() -> None:
+    """10,000 join/leave cycles leave nothing on the connection: not even the Room."""
+
+    async def idle(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.receive()
+
+    with trio.fail_after(20):
+        async with open_memory_pair(idle) as ws:
+            room = trio_ws.Room()
+            for _ in range(10_000):
+                with room.joined(ws):
+                    assert ws in room
+            assert len(room) == 0
+            gone = weakref.ref(room)
+            del room
+            gc.collect()
+            assert gone() is None, "the connection still holds the room"
+            # And a member that stays is still removed when its connection closes.
+            room = trio_ws.Room()
+            room.add(ws)
+            await ws.send("bye")
+            await ws.aclose()
+            assert len(room) == 0
+
+
+async def test_a_broadcast_to_a_closing_member_is_not_counted_as_delivered() -> None:
+    async def idle(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.receive()
+
+    with trio.fail_after(10):
+        async with open_memory_pair(idle) as ws:
+            room = trio_ws.Room()
+            room.add(ws)
+            assert room.broadcast("one") == 1
+            ws.close_nowait()
+            assert room.broadcast("two") == 0
+            assert ws not in room

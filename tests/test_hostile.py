@@ -23,7 +23,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import zlib
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import bounded
 
 import trio_ws
 from trio_ws._connection import Connection, Role
@@ -45,8 +45,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: ``trio.fail_after`` bound of every test body.
 TEST_TIMEOUT = 10.0
-#: Last resort for a hang ``fail_after`` cannot interrupt (a shielded wait): see ``bounded``.
-HARD_TIMEOUT = 30.0
 
 #: Short timeouts so that refusals and shutdowns are quick.
 HANDSHAKE_TIMEOUT = 0.5
@@ -55,35 +53,6 @@ OPTIONS = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT)
 CLIENT_OPTIONS = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT)
 
 MiB = 1024 * 1024
-
-
-def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test in its own ``trio.run`` in a daemon thread, abandoned after a while.
-
-    Every test also runs under ``trio.fail_after``; this catches what that cannot: a wait
-    inside a shielded cancel scope (the server's shutdown) that never ends. The wrapper keeps
-    the test's signature, so fixtures and parametrize work as usual.
-    """
-
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        outcome: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                trio.run(functools.partial(test, *args, **kwargs))
-            except BaseException as exc:
-                outcome.append(exc)
-
-        thread = threading.Thread(target=target, name=test.__name__, daemon=True)
-        thread.start()
-        thread.join(HARD_TIMEOUT)
-        if thread.is_alive():
-            raise AssertionError(f"{test.__name__} still running after {HARD_TIMEOUT} s (hang)")
-        if outcome:
-            raise outcome[0]
-
-    return wrapper
 
 
 # Servers and clients ------------------------------------------------------------------------

@@ -307,7 +307,7 @@ async def test_messages_in_the_same_read_as_the_101_are_kept() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(raw_server)
             ws = await trio_ws.client_handshake(client_stream, "localhost", options=options)
-            nursery.start_soon(ws._run)
+            nursery.start_soon(ws.run)
             assert await ws.receive() == "first"
             with pytest.raises(trio_ws.ConnectionClosed) as info:
                 await ws.receive()

@@ -1,8 +1,10 @@
 """Fan-out to many connections: encode a message once, never wait on a slow member.
 
-Each member's queue is its connection's bounded outgoing channel (``write_queue``). When it is
-full, the room's policy applies: drop the message for that member (and count it), or close
-the member with a code such as 1013 (try again later) or 1008 (policy violation).
+A broadcast is offered to each member's outbox (``Outbox.offer``), which writes it at once or
+queues it without waiting. When a member's queue (``write_queue`` frames) is full, the room's
+policy applies: drop the message for that member (and count it), or close the member with a
+code such as 1013 (try again later) or 1008 (policy violation). Members whose frames are
+encoded alike (``Outbox.shared_key``) share one encoded frame.
 
 A room with a ``backplane`` (see ``trio_ws._backplane``) also hands each broadcast to it, so
 that the members of the room of the same name in other processes get it; the backplane calls
@@ -12,21 +14,26 @@ that the members of the room of the same name in other processes get it; the bac
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Iterator
+import functools
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import trio
+import attrs
 
-from ._connection import Role
-from ._extensions import encode_message
-from ._frames import Opcode, encode_frame
-from ._websocket import _FRAME, _TEXT_OR_BYTES, WebSocketConnection
+from ._outbox import Offer
+from ._websocket import WebSocketConnection
 
 if TYPE_CHECKING:
     from ._backplane import Backplane
 
 __all__ = ["Room", "SlowPolicy"]
+
+
+@attrs.define(slots=True)
+class _Member:
+    leave: Callable[[], None]  # cancels the connection's close callback
+    dropped: int = 0  # messages dropped for this member
 
 
 class SlowPolicy(enum.Enum):
@@ -63,7 +70,7 @@ class Room:
         self.policy = SlowPolicy(policy)
         self.close_code = close_code
         self.close_reason = close_reason
-        self._members: dict[WebSocketConnection, int] = {}  # connection -> messages dropped
+        self._members: dict[WebSocketConnection, _Member] = {}
         #: Messages dropped for slow members since the room was made.
         self.dropped = 0
         #: Members closed by the CLOSE policy since the room was made.
@@ -84,12 +91,13 @@ class Room:
         """Add a member; it is removed when its connection closes."""
         if ws in self._members or ws.closed:
             return
-        self._members[ws] = 0
-        ws._on_close.append(lambda: self.discard(ws))
+        self._members[ws] = _Member(ws.on_close(functools.partial(self._members.pop, ws, None)))
 
     def discard(self, ws: WebSocketConnection) -> None:
-        """Remove a member, if it is one."""
-        self._members.pop(ws, None)
+        """Remove a member, if it is one; nothing of its membership stays behind."""
+        member = self._members.pop(ws, None)
+        if member is not None:
+            member.leave()
 
     @contextmanager
     def joined(self, ws: WebSocketConnection) -> Iterator[Room]:
@@ -102,7 +110,8 @@ class Room:
 
     def dropped_for(self, ws: WebSocketConnection) -> int:
         """Messages dropped for this member so far."""
-        return self._members.get(ws, 0)
+        member = self._members.get(ws)
+        return 0 if member is None else member.dropped
 
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """Queue ``message`` for every member (but ``exclude``); return how many took it here.
@@ -117,70 +126,33 @@ class Room:
 
     def deliver(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """``broadcast()`` to this process's members only (a backplane delivers with this)."""
-        if isinstance(message, str):
-            opcode, payload = Opcode.TEXT, message.encode("utf-8")
-        else:
-            opcode, payload = Opcode.BINARY, bytes(message)
-        plain: tuple[int, bytes] | None = None
-        shared: dict[Hashable, tuple[int, bytes]] = {}
+        frames: dict[Hashable, bytes] = {}  # one encoding per shared_key
         delivered = 0
         for ws in list(self._members):
             if ws is exclude:
                 continue
-            core = ws._core
-            if not ws._sendable:
-                continue
-            item: Any
-            if core.role is Role.CLIENT:
-                item = (_TEXT_OR_BYTES, message)  # clients mask each frame anew
-            elif not core.extensions:
-                if plain is None:
-                    plain = (_FRAME, encode_frame(opcode, payload))
-                item = plain
+            outbox = ws.outbox
+            key = outbox.shared_key
+            if key is None:
+                result = outbox.offer(message)  # stateful compression or masking: per member
             else:
-                key = _shared_key(ws)
-                if key is None:
-                    item = (_TEXT_OR_BYTES, message)  # stateful compression: per member
-                else:
-                    item = shared.get(key)
-                    if item is None:
-                        rsv, data = encode_message(core.extensions, opcode, payload)
-                        item = shared[key] = (_FRAME, encode_frame(opcode, data, rsv=rsv))
-            if ws._idle and ws._fd is not None:
-                # The member's writer is idle: write now, no task switch (see _write_now).
-                frame = item[1] if item[0] == _FRAME else core.send_message(message)
-                if ws._write_now(frame):
-                    delivered += 1
-                    continue
-                if item[0] != _FRAME:
-                    continue  # encoded already (compression state moved on): cannot requeue
-            try:
-                ws._enqueue_nowait(item)
-            except trio.WouldBlock:
+                frame = frames.get(key)
+                if frame is None:
+                    frame = frames[key] = outbox.encode_shared(message)
+                result = outbox.offer_frame(frame)
+            if result is Offer.FULL:
                 self._slow(ws)
-                continue
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self.discard(ws)
-                continue
-            delivered += 1
+            elif result is Offer.CLOSED:
+                self.discard(ws)  # closing: it leaves now rather than when it is over
+            else:
+                delivered += 1
         return delivered
 
     def _slow(self, ws: WebSocketConnection) -> None:
         if self.policy is SlowPolicy.DROP:
             self.dropped += 1
-            self._members[ws] += 1
+            self._members[ws].dropped += 1
         else:
             self.closed_slow += 1
             self.discard(ws)
             ws.close_nowait(self.close_code, self.close_reason)
-
-
-def _shared_key(ws: WebSocketConnection) -> Hashable | None:
-    """A key shared by members whose extensions encode a message the same way, or None."""
-    keys = []
-    for ext in ws._core.extensions:
-        key = getattr(ext, "shared_encoding_key", None)
-        if key is None:
-            return None
-        keys.append(key)
-    return tuple(keys)

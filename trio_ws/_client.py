@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -56,7 +55,7 @@ async def connect_websocket(
         connect_timeout,
         unix_socket,
     )
-    nursery.start_soon(conn._run)
+    nursery.start_soon(conn.run)
     return conn
 
 
@@ -188,6 +187,13 @@ async def open_websocket(
         yield running
 
 
+async def _run_shielded(conn: WebSocketConnection) -> None:
+    """``conn.run()``, not stopped by outer cancellation: it ends when the connection does,
+    by its close deadline at the latest once ``aclose()`` is called."""
+    with trio.CancelScope(shield=True):
+        await conn.run()
+
+
 @asynccontextmanager
 async def _running(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnection]:
     """Run ``conn``'s tasks for the block, then close it (see ``open_websocket``)."""
@@ -195,7 +201,7 @@ async def _running(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnecti
     async with trio.open_nursery() as nursery:
         # Shielded: a cancelled block still gets its closing handshake (bounded by
         # close_timeout), so the server sees 1001 rather than a dropped connection.
-        nursery.start_soon(functools.partial(conn._run, shield=True))
+        nursery.start_soon(_run_shielded, conn)
         try:
             yield conn
         except trio.Cancelled:

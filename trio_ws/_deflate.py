@@ -356,7 +356,7 @@ class DeflateExtension:
                 self._inflater = inflater
         return _MessageInflater(self, inflater)
 
-    def _message_done(self, inflater: zlib._Decompress) -> None:
+    def message_done(self, inflater: zlib._Decompress) -> None:
         if inflater.eof and inflater is self._inflater:
             # The peer ended the deflate stream (a block with BFINAL set, section 7.2.3.4);
             # zlib ignores anything after it, so later messages need a new stream. Should the
@@ -435,5 +435,5 @@ class _MessageInflater:
         out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._size += len(out)
         if final:
-            self._extension._message_done(inflater)
+            self._extension.message_done(inflater)
         return out

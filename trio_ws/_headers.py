@@ -23,11 +23,8 @@ class Headers(Sequence[tuple[str, str]]):
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
         """Headers from raw ``(name, value)`` byte pairs, decoded as ISO-8859-1."""
-        # Header values are ISO-8859-1 on the wire (RFC 9110 section 5.5). h11 gives names in
-        # lower case already: no second copy of every string.
-        headers = cls.__new__(cls)
-        headers._items = tuple((n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw)
-        return headers
+        # Header values are ISO-8859-1 on the wire (RFC 9110 section 5.5).
+        return cls((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
 
     @overload
     def __getitem__(self, key: int) -> tuple[str, str]: ...

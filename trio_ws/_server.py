@@ -17,7 +17,8 @@ from ._errors import ConnectionClosed, HandshakeError
 from ._extensions import ServerExtensionFactory
 from ._handshake import HeaderList, Request, http_response
 from ._headers import Headers
-from ._websocket import WebSocketConnection, WebSocketOptions, _address
+from ._timer import Timer
+from ._websocket import WebSocketConnection, WebSocketOptions, address
 
 __all__ = ["WebSocketRequest", "WebSocketServer", "open_unix_listener", "serve_websocket"]
 
@@ -47,8 +48,10 @@ class WebSocketRequest:
         extensions: Sequence[ServerExtensionFactory],
         nursery: trio.Nursery,
         connections: set[WebSocketConnection],
+        timer: Timer,
     ) -> None:
         self._connections = connections
+        self._timer = timer
         self._stream = stream
         self._core = core
         self._request = request
@@ -88,7 +91,7 @@ class WebSocketRequest:
     @property
     def remote(self) -> Any:
         """The client's address, e.g. ``("127.0.0.1", 54321)``; ``None`` without a socket."""
-        return _address(self._stream, peer=True)
+        return address(self._stream, peer=True)
 
     async def accept(
         self, *, subprotocol: str | None = None, extra_headers: HeaderList = ()
@@ -106,10 +109,11 @@ class WebSocketRequest:
             self._options,
             request=self._request,
             response_headers=self._core.response_headers,
+            timer=self._timer,
         )
         self.connection = conn
         self._connections.add(conn)
-        self._nursery.start_soon(conn._run)
+        self._nursery.start_soon(conn.run)
         return conn
 
     @property
@@ -165,7 +169,12 @@ class WebSocketServer:
         self._cancel_scope = trio.CancelScope()
         self._stopped = trio.Event()
         self._accepting = [trio.CancelScope() for _ in self.listeners]
-        self._tcp_connections = 0
+        self._streams = 0  # streams being served (in their handshake, refused or admitted)
+        self._streams_gone = trio.Event()  # set when _streams drops to 0
+        self._admitted = 0  # requests past the max_connections check, until their stream ends
+        #: Keepalive deadlines of every connection of this server, served by one task that
+        #: ``run()`` starts (a server driven without ``run()`` runs ``timer.run()`` itself).
+        self.timer = Timer()
         #: Open WebSocket connections (accepted and not yet closed).
         self.connections: set[WebSocketConnection] = set()
 
@@ -199,6 +208,7 @@ class WebSocketServer:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._serve_all, shield)
+                    nursery.start_soon(self.timer.run)
                     task_status.started(self)
                     try:
                         await trio.sleep_forever()
@@ -236,8 +246,8 @@ class WebSocketServer:
         for conn in list(self.connections):
             conn.close_nowait(1001, "server shutting down")
         with trio.move_on_after(self.options.close_timeout):
-            while self._tcp_connections:
-                await trio.sleep(0.01)
+            if self._streams:
+                await self._streams_gone.wait()
         shield.cancel()
 
     async def _accept_loop(
@@ -252,12 +262,20 @@ class WebSocketServer:
                     await trio.sleep(0.1)
                     continue
                 raise
-            connections.start_soon(self._serve_connection, stream)
+            connections.start_soon(self.serve_stream, stream)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        remote = _address(stream, peer=True)
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted stream: its handshake, the handler, then the connection.
+
+        What the listeners do for each connection; for streams from elsewhere (e.g.
+        ``trio_ws.testing``'s memory streams). Returns when the stream is closed.
+        """
+        remote = address(stream, peer=True)
         ws_request: WebSocketRequest | None = None
-        self._tcp_connections += 1
+        admitted = False
+        self._streams += 1
+        if self._streams == 1:
+            self._streams_gone = trio.Event()
         try:
             core = Connection(
                 Role.SERVER,
@@ -275,9 +293,18 @@ class WebSocketServer:
                 logger.info("refused %s %s: %s", _fmt(remote), request.target, message)
                 await stream.send_all(core.reject(status, _TEXT, f"{message}\n".encode()))
                 return
+            admitted = True
+            self._admitted += 1
             async with trio.open_nursery() as nursery:
                 ws_request = WebSocketRequest(
-                    stream, core, request, self.options, self.extensions, nursery, self.connections
+                    stream,
+                    core,
+                    request,
+                    self.options,
+                    self.extensions,
+                    nursery,
+                    self.connections,
+                    self.timer,
                 )
                 try:
                     await self._run_handler(ws_request, remote)
@@ -287,13 +314,21 @@ class WebSocketServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
-            self._tcp_connections -= 1
+            self._admitted -= admitted
+            self._streams -= 1
+            if not self._streams:
+                self._streams_gone.set()
             if ws_request is None or ws_request.connection is None:
                 await trio.aclose_forcefully(stream)  # else the connection's task closed it
 
     def _refusal(self, request: Request) -> tuple[int, str] | None:
-        """The status and message to refuse a request with before the handler sees it."""
-        if self.max_connections is not None and self._tcp_connections > self.max_connections:
+        """The status and message to refuse a request with before the handler sees it.
+
+        ``max_connections`` counts admitted requests (whose handler runs or whose connection
+        is open), as nginx's ``limit_conn`` does: streams still in their handshake and those
+        being refused take no slot, so a burst of N > limit clients gets exactly limit in.
+        """
+        if self.max_connections is not None and self._admitted >= self.max_connections:
             return 503, "Too many connections, try again later"
         origins = self.origins
         if (
@@ -395,9 +430,10 @@ async def serve_websocket(
     ``await request.accept()`` to get the connection, or ``await request.reject(status)``.
     Use ``server = await nursery.start(serve_websocket, handler, host, 0)`` to learn the
     bound ports. ``ssl_context`` serves wss://. A handshake must complete within
-    ``handshake_timeout`` seconds; past ``max_connections`` TCP connections, new requests get
-    503; with ``origins``, an upgrade whose ``Origin`` is not listed gets 403 (list ``None``
-    to allow clients that send no Origin). Cancelling it shuts down gracefully (1001).
+    ``handshake_timeout`` seconds (else 408); once ``max_connections`` requests are admitted
+    (handler running or connection open), new requests get 503; with ``origins``, an upgrade
+    whose ``Origin`` is not listed gets 403 (list ``None`` to allow clients that send no
+    Origin). Cancelling it shuts down gracefully (1001).
 
     ``reuse_port`` sets ``SO_REUSEPORT`` so that several processes share the port (the kernel
     spreads connections over them). ``listeners`` serves on ready-made listeners instead of

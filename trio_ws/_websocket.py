@@ -1,9 +1,13 @@
-"""A WebSocket connection on a Trio stream: one reader task, one writer task.
+"""A WebSocket connection on a Trio stream: a reader task, and an outbox for what it sends.
 
-The application sends through a bounded memory channel to the writer, which encodes and
-writes frames in order (several queued frames per ``send_all``); the reader parses frames and
-queues whole messages in a bounded list. When that list is full the reader stops reading
-the socket, which pushes back on the peer; control frames read before that are still answered.
+Everything sent goes through the connection's ``Outbox`` (``_outbox.py``): written at once
+when nothing is queued, else by a writer task that exists only while there is a backlog. The
+reader parses frames and queues whole messages in a bounded list; when that list is full it
+stops reading the socket, which pushes back on the peer. Keepalive pings are deadlines on a
+``Timer`` (``_timer.py``) that a server shares among its connections, not a task each.
+
+Every public ``async`` method is a Trio checkpoint on every path: it can be cancelled on entry
+and lets other tasks run before it returns, even when it did not have to wait.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from ._connection import (
     Role,
 )
 from ._deflate import PerMessageDeflate
-from ._errors import ConnectionClosed, LocalProtocolError
+from ._errors import ConnectionClosed
 from ._frames import Opcode
 from ._handshake import Request
 from ._headers import Headers
+from ._outbox import Offer, Outbox
+from ._timer import Timer
 
 __all__ = ["WebSocketConnection", "WebSocketOptions"]
 
@@ -69,14 +75,6 @@ class WebSocketOptions:
     compression: PerMessageDeflate | None = attrs.field(factory=PerMessageDeflate)
 
 
-# Items on the writer's channel: encoded frame bytes, or a request for the core to encode.
-_TEXT_OR_BYTES = 0
-_PING = 1
-_CLOSE = 2
-_FRAME = 3
-_UNCOMPRESSED = 4
-_FRAGMENT = 5
-
 #: What ``send()`` takes to send one message in fragments.
 Fragments = Iterable[str] | Iterable[bytes] | AsyncIterable[str] | AsyncIterable[bytes]
 
@@ -106,38 +104,35 @@ class WebSocketConnection:
         *,
         request: Request,
         response_headers: Headers,
+        timer: Timer | None = None,
     ) -> None:
         self._stream = stream
         self._core = core
         self._options = options
         self._request = request
         self._response_headers = response_headers
+        self._outbox = Outbox(stream, core, limit=options.write_queue)
         # A list, not a deque: it holds at most about max_queue items, and an empty deque
         # costs 600 bytes per connection.
         self._messages: list[str | bytes | MessageChunk] = []
         self._partial: list[str | bytes] = []  # pieces of a message receive() is joining
         self._fragmenting = False  # a task is sending a message in fragments
-        self._fragment_lot = trio.lowlevel.ParkingLot()
+        # Receivers wait on _message_lot; the reader waits on _space_lot for the application
+        # (room in the queue, or every queued message taken: see _wait_drained).
         self._message_lot = trio.lowlevel.ParkingLot()
         self._space_lot = trio.lowlevel.ParkingLot()
-        self._drained_lot = trio.lowlevel.ParkingLot()
         self._receivers_waiting = 0
-        self._out_send, self._out_recv = trio.open_memory_channel[Any](options.write_queue)
         self._pings: dict[bytes, trio.Event] = {}
-        # We started closing: no more sends, and incoming messages are dropped.
-        self._closing = False
         self._finished = trio.Event()  # the closing handshake completed or the stream ended
-        self._done = trio.Event()  # the stream is closed and both tasks are gone
+        self._done = trio.Event()  # the stream is closed and the connection's tasks are gone
         self._cancel_scope: trio.CancelScope | None = None
         self._close_deadline = float("inf")
-        #: Called once, without arguments, when the connection is over.
-        self._on_close: list[Callable[[], object]] = []
-        self._writer_done = trio.Event()
-        self._writer_started = False
-        self._nursery: trio.Nursery | None = None
-        # The writer waits on an empty channel: a sender may write directly (_write_now).
-        self._idle = False
-        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        self._close_callbacks: dict[object, Callable[[], object]] = {}
+        self._timer = timer
+        self._keepalive_ping: bytes | None = None
+        self._keepalive_sent = float("-inf")
+        # Why we ended the connection without a closing handshake (keepalive timeout).
+        self._abort: tuple[int, str] | None = None
 
     # Properties -------------------------------------------------------------------------------
 
@@ -189,12 +184,12 @@ class WebSocketConnection:
     @property
     def remote(self) -> Any:
         """The peer's address as the socket reports it (e.g. ``("127.0.0.1", 54321)``)."""
-        return _address(self._stream, peer=True)
+        return address(self._stream, peer=True)
 
     @property
     def local(self) -> Any:
         """Our own socket address (``None`` without a socket, e.g. in memory)."""
-        return _address(self._stream, peer=False)
+        return address(self._stream, peer=False)
 
     @property
     def close_code(self) -> int | None:
@@ -215,7 +210,29 @@ class WebSocketConnection:
 
     def _closed_exception(self) -> ConnectionClosed:
         code, reason = self._core.close_outcome
+        if code == 1006 and self._abort is not None:
+            code, reason = self._abort  # no close frame came back: say why we gave up
         return ConnectionClosed(code, reason, by_peer=self._core.closed_by_peer)
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where every outgoing frame goes; ``Room`` offers broadcasts to it without waiting."""
+        return self._outbox
+
+    def on_close(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` once when the connection is over; returns a function that
+        cancels this (so that code which stops caring, e.g. a ``Room`` member leaving,
+        leaves nothing behind). Called at once if the connection is over already."""
+        if self._finished.is_set():
+            callback()
+            return _nothing
+        key = object()
+        self._close_callbacks[key] = callback
+
+        def cancel() -> None:
+            self._close_callbacks.pop(key, None)
+
+        return cancel
 
     # Application API --------------------------------------------------------------------------
 
@@ -229,37 +246,45 @@ class WebSocketConnection:
 
         An iterable or async iterable of ``str`` (or of bytes-like) sends one message in
         fragments as they come, without building it whole (fragments are not compressed).
-        Waits while the outgoing queue is full. Raises ``ConnectionClosed`` once closing.
-        ``compress=False`` sends this message uncompressed (e.g. data already compressed).
+        Waits while ``write_queue`` frames wait to be written. Raises ``ConnectionClosed``
+        once closing. ``compress=False`` sends this message uncompressed (e.g. data already
+        compressed).
         """
+        if self._fragmenting or not isinstance(message, (str, bytes)):
+            await self._send_other(message, compress)
+            return
+        await self._offer(self._outbox.offer, message, compress)
+
+    async def _offer(self, offer: Callable[..., Offer], *args: Any) -> None:
+        """``offer(*args)``, waiting while the outbox is full; a checkpoint on every path."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while (result := offer(*args)) is Offer.FULL:
+            waited = True
+            await self._outbox.wait()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        if result is Offer.CLOSED:
+            raise self._closed_exception()
+
+    async def _send_other(
+        self, message: bytearray | memoryview | Fragments | str | bytes, compress: bool
+    ) -> None:
+        """``send()`` while a fragmented message is being sent, or of a bytes-like or
+        fragments."""
         while self._fragmenting:
-            await self._fragment_lot.park()  # another task is sending a fragmented message
+            await self._space_lot.park()  # another task is sending a fragmented message
         if isinstance(message, (bytearray, memoryview)):
             message = bytes(message)
-        elif not isinstance(message, (str, bytes)):
+        if isinstance(message, (str, bytes)):
+            await self._offer(self._outbox.offer, message, compress)
+        else:
             await self._send_fragments(message)
-            return
-        # Checked first: encoding moves the compression state on, so it happens only if the
-        # frame is then surely written (or handed to the writer).
-        if self._idle and self._fd is not None and self._sendable:
-            # Fast path: encode and write now, without waking the writer task.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._write_now(self._core.send_message(message, compress=compress))
-            return  # written, or handed to the writer (or the connection is failing anyway)
-        await self._queue((_TEXT_OR_BYTES if compress else _UNCOMPRESSED, message))
-
-    async def _queue(self, item: tuple[int, Any]) -> None:
-        if not self._sendable:
-            await trio.lowlevel.checkpoint()
-            raise self._closed_exception()
-        try:
-            await self._enqueue(item)
-        except _GONE:
-            raise self._closed_exception() from None
 
     async def _send_fragments(self, fragments: Fragments) -> None:
         """RFC 6455 section 5.4: the first frame typed, then continuations, the last with FIN."""
         self._fragmenting = True
+        offer = self._outbox.offer_fragment
         opcode: Opcode | None = None
         try:
             async for fragment in _aiter(fragments):
@@ -269,23 +294,22 @@ class WebSocketConnection:
                     kind, payload = Opcode.BINARY, bytes(fragment)
                 if opcode is None:
                     opcode = kind
-                    await self._queue((_FRAGMENT, (opcode, payload, False)))
+                    await self._offer(offer, opcode, payload, False)
                 elif kind is not opcode:
                     raise TypeError("the fragments of a message must all be str or all bytes")
                 else:
-                    await self._queue((_FRAGMENT, (Opcode.CONTINUATION, payload, False)))
+                    await self._offer(offer, Opcode.CONTINUATION, payload, False)
             if opcode is None:
                 raise TypeError("send() needs at least one fragment")
-            await self._queue((_FRAGMENT, (Opcode.CONTINUATION, b"", True)))
+            await self._offer(offer, Opcode.CONTINUATION, b"", True)
         except BaseException:
             # A message left unfinished would be garbage to the peer: close instead.
-            if opcode is not None and self._start_close():
-                with contextlib.suppress(trio.WouldBlock, *_GONE):
-                    self._enqueue_nowait((_CLOSE, (1011, "message not finished")))
+            if opcode is not None:
+                self._start_close(1011, "message not finished")
             raise
         finally:
             self._fragmenting = False
-            self._fragment_lot.unpark_all()
+            self._space_lot.unpark_all()
 
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
@@ -331,16 +355,23 @@ class WebSocketConnection:
                 return
 
     async def _take(self) -> str | bytes | MessageChunk:
-        """The next queued item, waiting for one; ``ConnectionClosed`` once none will come."""
+        """The next queued item, waiting for one; ``ConnectionClosed`` once none will come.
+
+        A checkpoint on every path: cancellable on entry, and other tasks run before it
+        returns even when a message was ready."""
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
+        waited = False
         while not messages:
-            if self._closing and not self._finished.is_set():
-                await self._finished.wait()  # we are closing: report how it ends
-            if self._finished.is_set():
+            if self._finished.is_set() or self._outbox.closing:
+                if not self._finished.is_set():
+                    await self._finished.wait()  # we are closing: report how it ends
+                elif not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 raise self._closed_exception()
+            waited = True
             self._receivers_waiting += 1
-            self._drained_lot.unpark_all()
+            self._space_lot.unpark_all()  # the reader may wait for us to drain (_wait_drained)
             try:
                 await self._message_lot.park()
             finally:
@@ -348,6 +379,8 @@ class WebSocketConnection:
         message = messages.pop(0)
         if len(messages) < self._options.max_queue:
             self._space_lot.unpark_all()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
@@ -367,7 +400,8 @@ class WebSocketConnection:
         """Send a ping and wait for its pong (RFC 6455 section 5.5.2).
 
         ``payload`` (at most 125 bytes) defaults to 4 random bytes; it must be unique among
-        pings in flight.
+        pings in flight. Raises ``ValueError`` for a bad payload, ``ConnectionClosed`` if the
+        connection closes before the pong.
         """
         if payload is None:
             payload = os.urandom(4)
@@ -375,16 +409,10 @@ class WebSocketConnection:
             raise ValueError("ping payload over 125 bytes")
         if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
-        if not self._sendable:
-            await trio.lowlevel.checkpoint()
-            raise self._closed_exception()
-        event = trio.Event()
-        self._pings[payload] = event
+        event = self._pings[payload] = trio.Event()
         try:
-            await self._enqueue((_PING, payload))
+            await self._offer(self._outbox.offer_ping, payload)
             await event.wait()
-        except _GONE:
-            raise self._closed_exception() from None
         finally:
             # A pong removes its ping; one still registered was woken by the close.
             unanswered = self._pings.pop(payload, None) is not None
@@ -396,17 +424,23 @@ class WebSocketConnection:
 
         Messages already sent are written first. After ``close_timeout`` seconds the TCP
         connection is closed anyway. Does nothing more if the connection is already closing.
+        Raises ``ValueError`` for a code that may not be sent (RFC 6455 section 7.4).
         """
-        if self._start_close():
-            try:
-                self._enqueue_nowait((_CLOSE, (code, reason)))
-            except trio.WouldBlock:
-                # The peer is slow to read what we sent: wait (bounded by the close deadline).
-                with trio.CancelScope(deadline=self._close_deadline):
-                    await self._enqueue((_CLOSE, (code, reason)))
-            except _GONE:
-                pass
-        await self._done.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._start_close(code, reason)
+        await self._wait_done()
+
+    async def _wait_done(self) -> None:
+        """Wait until the connection's tasks are gone and the stream is closed.
+
+        Bounded without any help from the caller: the connection's task ends by its close
+        deadline; should it not (it never ran), the stream is closed here after twice that.
+        """
+        with trio.move_on_after(2 * self._options.close_timeout + 1):
+            await self._done.wait()
+            return
+        # The connection's task did not finish in time (it is itself shielded and stuck).
+        await trio.aclose_forcefully(self._stream)
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start closing without waiting, dropping outgoing frames not yet written.
@@ -414,96 +448,106 @@ class WebSocketConnection:
         For a peer that does not keep up (a broadcast's slow member): the close frame goes
         out as soon as the socket takes it; after ``close_timeout`` the TCP connection closes.
         """
-        if self._start_close():
-            while True:
-                try:
-                    self._out_recv.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            with contextlib.suppress(trio.WouldBlock, *_GONE):
-                self._enqueue_nowait((_CLOSE, (code, reason)))
+        self._start_close(code, reason, discard_queued=True)
 
-    @property
-    def _sendable(self) -> bool:
-        """Open, and we have not started closing: messages may still be sent."""
-        return not self._closing and self._core.state is ConnectionState.OPEN
-
-    def _start_close(self) -> bool:
-        """Mark the connection closing and arm the close deadline; False if already done."""
-        if not self._sendable:
+    def _start_close(self, code: int, reason: str, *, discard_queued: bool = False) -> bool:
+        """Send our close frame and arm the close deadline; False if already closing."""
+        if not self._outbox.close(code, reason, discard_queued=discard_queued):
             return False
-        self._closing = True
         self._messages.clear()
         self._space_lot.unpark_all()
         self._message_lot.unpark_all()
-        self._drained_lot.unpark_all()
-        self._close_deadline = trio.current_time() + self._options.close_timeout
-        if self._cancel_scope is not None:
-            self._cancel_scope.deadline = min(self._cancel_scope.deadline, self._close_deadline)
+        self._arm_deadline(trio.current_time() + self._options.close_timeout)
         return True
+
+    def _arm_deadline(self, deadline: float) -> None:
+        """The connection's tasks end by ``deadline`` at the latest."""
+        self._close_deadline = min(self._close_deadline, deadline)
+        if self._cancel_scope is not None:
+            self._cancel_scope.deadline = self._close_deadline
+
+    # Keepalive (RFC 6455 section 5.5.2) -------------------------------------------------------
+
+    def _keepalive(self, now: float) -> float | None:
+        """The keepalive timer's callback: ping, or give up on a late pong; the next deadline.
+
+        A pong later than ``ping_timeout`` fails the connection with 1011 "keepalive ping
+        timeout" without waiting for a closing handshake (the peer is not answering), so the
+        worst case for a frozen peer is ``ping_interval + ping_timeout`` seconds.
+        """
+        if not self._outbox.sendable:
+            return None
+        interval = self._options.ping_interval
+        timeout = self._options.ping_timeout
+        assert interval is not None
+        sent = self._keepalive_sent
+        if self._keepalive_ping in self._pings:  # our last ping is not answered yet
+            if timeout is not None and now < sent + timeout:
+                return sent + timeout
+            if timeout is not None:
+                self._keepalive_timed_out()
+                return None
+            del self._pings[self._keepalive_ping]  # no timeout: forget it, ping again
+        elif now < sent + interval:
+            return sent + interval  # answered: the next ping on schedule
+        payload = os.urandom(4)
+        if (
+            payload in self._pings
+            or self._outbox.offer_ping(payload, bounded=False) is Offer.CLOSED
+        ):
+            return now + interval
+        self._pings[payload] = trio.Event()
+        self._keepalive_ping, self._keepalive_sent = payload, now
+        return now + (interval if timeout is None else min(interval, timeout))
+
+    def _keepalive_timed_out(self) -> None:
+        logger.info("keepalive ping to %s timed out", self.remote)
+        self._abort = (1011, "keepalive ping timeout")
+        self._start_close(*self._abort, discard_queued=True)
+        self._arm_deadline(trio.current_time())  # no closing handshake to wait for
 
     # Tasks ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the connection's reader and writer until it is over; start it in a nursery.
+        """Run the connection until it is over, then close the stream; start it in a nursery.
 
         Only needed after ``client_handshake()``: the server, ``open_websocket()`` and
         ``connect_websocket()`` run their connections themselves.
         """
-        await self._run()
-
-    async def _run(self, *, shield: bool = False) -> None:
-        """Run the reader and writer until the connection is over, then close the stream.
-
-        ``shield``: outer cancellation does not stop the tasks; only ``aclose()`` (bounded by
-        ``close_timeout``) or the end of the connection does.
-        """
         try:
-            with trio.CancelScope(deadline=self._close_deadline, shield=shield) as scope:
+            with trio.CancelScope(deadline=self._close_deadline) as scope:
                 self._cancel_scope = scope
                 async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    if self._fd is None or self._out_recv.statistics().current_buffer_used:
-                        self._start_writer()  # no direct writes here, or frames already queued
-                    else:
-                        self._idle = True
-                    if self._options.ping_interval is not None:
-                        nursery.start_soon(self._keepalive, self._options.ping_interval)
+                    self._outbox.start(nursery)
+                    self._start_keepalive(nursery)
                     await self._reader()
                     if self._core.failure is not None:
                         logger.info(
                             "connection with %s failed: %s", self.remote, self._core.failure
                         )
                     self._finish()
-                    if not self._writer_started:
-                        self._writer_done.set()  # nothing was ever queued
-                    # Let the writer flush what is queued, our close frame included.
-                    self._out_send.close()
-                    if not self._writer_done.is_set():
-                        with trio.move_on_after(self._options.close_timeout):
-                            await self._writer_done.wait()
-                    nursery.cancel_scope.cancel()
+                    # What is left to write (our close frame included), then the closing
+                    # handshake, within close_timeout.
+                    self._arm_deadline(trio.current_time() + self._options.close_timeout)
+                    await self._outbox.flush()
+                    self._outbox.finish()
+                    nursery.cancel_scope.cancel()  # a keepalive timer of our own
                 await self._linger()
         finally:
             self._finish()
-            self._out_send.close()
+            self._outbox.finish()
             self._done.set()
             await trio.aclose_forcefully(self._stream)
 
-    async def _keepalive(self, interval: float) -> None:
-        """Ping every ``interval`` seconds; close with 1011 if a pong is late (RFC 6455 7.4.1)."""
-        timeout = self._options.ping_timeout
-        while True:
-            await trio.sleep(interval)
-            try:
-                with trio.move_on_after(timeout if timeout is not None else float("inf")):
-                    await self.ping()
-                    continue
-            except ConnectionClosed:
-                return
-            logger.info("keepalive ping to %s timed out", self.remote)
-            self.close_nowait(1011, "keepalive ping timeout")
+    def _start_keepalive(self, nursery: trio.Nursery) -> None:
+        interval = self._options.ping_interval
+        if interval is None:
             return
+        timer = self._timer
+        if timer is None:  # no server's timer to share: one of our own
+            timer = self._timer = Timer()
+            nursery.start_soon(timer.run)
+        timer.schedule(trio.current_time() + interval, self._keepalive)
 
     async def _linger(self) -> None:
         """After the close frames: who closes TCP first (RFC 6455 section 7.1.1)."""
@@ -517,18 +561,16 @@ class WebSocketConnection:
             if send_eof is not None:
                 with contextlib.suppress(*_GONE):
                     await send_eof()
-        with trio.move_on_after(self._options.close_timeout):
-            try:
-                while await self._stream.receive_some(_READ_SIZE):
-                    pass
-            except _GONE:
+        try:
+            while await self._stream.receive_some(_READ_SIZE):
                 pass
+        except _GONE:
+            pass
 
     def _finish(self) -> None:
         """The connection is over: wake everyone waiting on it."""
         if self._finished.is_set():
             return
-        self._fd = None  # never write to a descriptor that may be closed and reused
         if self._core.state is not ConnectionState.CLOSED:
             self._core.receive_eof()
         self._finished.set()
@@ -536,13 +578,14 @@ class WebSocketConnection:
         self._space_lot.unpark_all()
         for event in self._pings.values():
             event.set()
-        callbacks, self._on_close = self._on_close, []
-        for callback in callbacks:
+        callbacks, self._close_callbacks = self._close_callbacks, {}
+        for callback in callbacks.values():
             callback()
 
     async def _reader(self) -> None:
         core = self._core
         stream = self._stream
+        outbox = self._outbox
         max_queue = self._options.max_queue
         messages = self._messages
         try:
@@ -550,16 +593,16 @@ class WebSocketConnection:
             read_size = _READ_SIZE
             while True:
                 events = core.receive_data(data)
-                out = core.data_to_send()
-                if out:
-                    await self._queue_raw(out)
+                if outbox.send_core_output():  # pongs, close replies (RFC 6455 5.5.2, 5.5.1)
+                    while outbox.full and not outbox.finished:
+                        await outbox.wait()  # the peer does not read our pongs: stop reading
                 for event in events:
                     if type(event) is Message:
-                        if not self._closing:
+                        if not outbox.closing:
                             messages.append(event.data)
                             self._message_lot.unpark_all()
                     elif type(event) is MessageChunk:
-                        if not self._closing:  # pieces queue whole: receive() joins them
+                        if not outbox.closing:  # pieces queue whole: receive() joins them
                             messages.append(event)
                             self._message_lot.unpark_all()
                     elif type(event) is Pong:
@@ -573,7 +616,7 @@ class WebSocketConnection:
                     await self._wait_drained()
                     data = b""
                     continue
-                while len(messages) >= max_queue and not self._closing:
+                while len(messages) >= max_queue and not outbox.closing:
                     await self._space_lot.park()
                 data = await stream.receive_some(read_size)
                 if len(data) == read_size:
@@ -589,18 +632,8 @@ class WebSocketConnection:
     async def _wait_drained(self) -> None:
         """Wait until the application asked for a message after taking every queued one."""
         with trio.move_on_after(self._options.close_timeout):
-            while not (self._closing or (not self._messages and self._receivers_waiting)):
-                await self._drained_lot.park()
-
-    async def _queue_raw(self, frame: bytes) -> None:
-        if self._write_now(frame):
-            return
-        try:
-            self._enqueue_nowait(frame)
-        except trio.WouldBlock:
-            await self._enqueue(frame)
-        except _GONE:
-            pass
+            while not (self._outbox.closing or (not self._messages and self._receivers_waiting)):
+                await self._space_lot.park()
 
     def _on_pong(self, payload: bytes) -> None:
         # Section 5.5.3: a pong may answer only the latest ping; it acknowledges earlier ones.
@@ -611,103 +644,13 @@ class WebSocketConnection:
             if key == payload:
                 break
 
-    async def _writer(self) -> None:
-        stream = self._stream
-        recv = self._out_recv
-        try:
-            while True:
-                try:
-                    item = recv.receive_nowait()
-                except trio.WouldBlock:
-                    # Nothing queued, nothing being written: senders may write directly.
-                    self._idle = True
-                    try:
-                        item = await recv.receive()
-                    finally:
-                        self._idle = False
-                batch = [item]
-                while True:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break  # (at the end of the channel: write this batch, then stop)
-                data = b"".join(self._encode(batch))
-                if data:
-                    await stream.send_all(data)
-        except trio.EndOfChannel:
-            pass
-        except _GONE:
-            # The peer is gone: nothing more can be written; the reader will see the end.
-            pass
-        finally:
-            self._writer_done.set()
 
-    def _write_now(self, data: bytes) -> bool:
-        """Write ``data`` from the calling task if the writer is idle; False if it is not.
-
-        Like an asyncio transport: one non-blocking write(2), no task switch; whatever the
-        socket does not take goes to the writer. Only when nothing is queued or being written,
-        so frames keep their order. A plain syscall cannot be cancelled halfway.
-        """
-        fd = self._fd
-        if fd is None or not self._idle:
-            return False
-        try:
-            written = os.write(fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            return False  # the writer will meet the error and end the connection
-        if written < len(data):
-            self._enqueue_nowait(data[written:])
-        return True
-
-    def _enqueue_nowait(self, item: Any) -> None:
-        """Queue an item for the writer (starting it if need be); WouldBlock if full."""
-        self._idle = False  # no direct writes until the queue is written out
-        self._start_writer()
-        self._out_send.send_nowait(item)
-
-    async def _enqueue(self, item: Any) -> None:
-        self._idle = False
-        self._start_writer()
-        await self._out_send.send(item)
-
-    def _start_writer(self) -> None:
-        """The writer task starts on first need: a connection whose sends all went out
-        directly (the common case for small messages) never has one."""
-        if not self._writer_started and self._nursery is not None:
-            self._writer_started = True
-            self._nursery.start_soon(self._writer)
-
-    def _encode(self, batch: Iterable[Any]) -> Iterable[bytes]:
-        core = self._core
-        for item in batch:
-            if type(item) is bytes:
-                yield item  # the core's own output: pongs and close frames
-                continue
-            kind, value = item
-            if core.state is not ConnectionState.OPEN:
-                continue  # closing: data queued before the close is dropped
-            try:
-                if kind == _TEXT_OR_BYTES:
-                    yield core.send_message(value)
-                elif kind == _FRAME:
-                    yield value
-                elif kind == _UNCOMPRESSED:
-                    yield core.send_message(value, compress=False)
-                elif kind == _FRAGMENT:
-                    opcode, payload, fin = value
-                    yield core.send_frame(opcode, payload, fin=fin)
-                elif kind == _PING:
-                    yield core.send_ping(value)
-                else:
-                    yield core.send_close(*value)
-            except LocalProtocolError:
-                continue
+def _nothing() -> None:
+    pass
 
 
-def _address(stream: trio.abc.Stream, *, peer: bool) -> Any:
+def address(stream: trio.abc.Stream, *, peer: bool) -> Any:
+    """The peer's (or our) socket address under any TLS layers; ``None`` without a socket."""
     inner: Any = stream
     while isinstance(inner, trio.SSLStream):
         inner = inner.transport_stream

@@ -108,6 +108,7 @@ class MemoryServer:
             max_connections=max_connections,
             origins=origins,
         )
+        nursery.start_soon(self.server.timer.run)  # keepalive deadlines, as run() would
 
     async def _run_handler(self, request: WebSocketRequest) -> None:
         try:
@@ -128,7 +129,7 @@ class MemoryServer:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         try:
-            await self.server._serve_connection(stream)
+            await self.server.serve_stream(stream)
         finally:
             self._running -= 1
             if not self._running:

@@ -1,0 +1,139 @@
+"""The outbox (trio_ws/_outbox.py): one path for every outgoing byte, never blocking an offer."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio.testing
+
+from trio_ws._connection import Connection, Role
+from trio_ws._frames import Opcode, encode_frame
+from trio_ws._outbox import Offer, Outbox
+
+
+def open_server_core() -> Connection:
+    """A server-side core past its opening handshake (frames unmasked, so easy to compare)."""
+    client = Connection(Role.CLIENT)
+    server = Connection(Role.SERVER)
+    server.receive_data(client.initiate("example.com", "/"))
+    server.accept()
+    return server
+
+
+@asynccontextmanager
+async def socket_outbox(limit: int = 4) -> AsyncIterator[tuple[Outbox, socket.socket]]:
+    """An outbox on one end of a socket pair (direct writes possible); the other end raw."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    try:
+        async with trio.open_nursery() as nursery:
+            outbox = Outbox(stream, open_server_core(), limit=limit)
+            outbox.start(nursery)
+            yield outbox, theirs
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+        theirs.close()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+async def test_an_idle_socket_takes_a_frame_at_once() -> None:
+    async with socket_outbox() as (outbox, theirs):
+        assert outbox.offer("hi") is Offer.WRITTEN
+        assert outbox.idle
+        assert read_all(theirs) == encode_frame(Opcode.TEXT, b"hi")
+
+
+async def test_a_full_socket_queues_then_refuses_without_encoding() -> None:
+    big = b"x" * (1 << 20)
+    with trio.fail_after(10):
+        async with socket_outbox(limit=2) as (outbox, theirs):
+            results = [outbox.offer(big) for _ in range(6)]
+            # The socket buffer takes part of the first; then frames queue up to the limit.
+            assert results[0] is Offer.QUEUED
+            assert Offer.FULL in results
+            queued = results.count(Offer.QUEUED)
+            assert queued <= 3  # the remainder of a partial write, then `limit` frames
+            assert outbox.full
+            # Once the peer reads, everything queued is written, in order and whole.
+            expected = encode_frame(Opcode.BINARY, big) * queued
+            received = bytearray()
+            while len(received) < len(expected):
+                await trio.lowlevel.wait_readable(theirs)
+                received += read_all(theirs)
+            assert received == expected
+            await outbox.flush()
+            assert outbox.idle and not outbox.full
+
+
+async def test_close_discards_queued_frames_but_never_a_partly_written_one() -> None:
+    big = b"y" * (1 << 20)
+    with trio.fail_after(10):
+        async with socket_outbox(limit=2) as (outbox, theirs):
+            first = encode_frame(Opcode.BINARY, big)
+            assert outbox.offer(big) is Offer.QUEUED  # partly written
+            assert outbox.offer(b"dropped") is Offer.QUEUED
+            assert outbox.close(1013, "slow", discard_queued=True)
+            assert not outbox.close(1000, "again")
+            assert outbox.offer("late") is Offer.CLOSED
+            received = bytearray()
+            close = encode_frame(Opcode.CLOSE, (1013).to_bytes(2, "big") + b"slow")
+            while len(received) < len(first) + len(close):
+                await trio.lowlevel.wait_readable(theirs)
+                received += read_all(theirs)
+            assert received == first + close
+
+
+async def test_streams_without_a_descriptor_go_through_the_writer() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            outbox = Outbox(server_stream, open_server_core(), limit=4)
+            assert outbox.offer("before start") is Offer.QUEUED  # waits for start()
+            outbox.start(nursery)
+            assert outbox.offer("after") is Offer.QUEUED
+            await outbox.flush()
+            expected = encode_frame(Opcode.TEXT, b"before start") + encode_frame(
+                Opcode.TEXT, b"after"
+            )
+            received = b""
+            while len(received) < len(expected):
+                received += await client_stream.receive_some()
+            assert received == expected
+
+
+async def test_keepalive_pings_pass_a_full_queue_but_data_does_not() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    outbox = Outbox(server_stream, open_server_core(), limit=1)  # not started: nothing drains
+    assert outbox.offer("a") is Offer.QUEUED
+    assert outbox.offer("b") is Offer.FULL
+    assert outbox.offer_ping(b"p") is Offer.FULL
+    assert outbox.offer_ping(b"k", bounded=False) is Offer.QUEUED
+    outbox.finish()
+    assert outbox.offer("c") is Offer.CLOSED
+    await client_stream.aclose()
+
+
+async def test_shared_frames_are_the_frames_each_outbox_would_send() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    outbox = Outbox(server_stream, open_server_core(), limit=4)
+    assert outbox.shared_key == ()  # no extension, no mask: every server encodes alike
+    assert outbox.encode_shared("hello") == encode_frame(Opcode.TEXT, b"hello")
+    client_core = Connection(Role.CLIENT)
+    client_core.initiate("example.com", "/")
+    assert Outbox(client_stream, client_core, limit=4).shared_key is None  # masked anew

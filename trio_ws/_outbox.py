@@ -1,0 +1,260 @@
+"""A connection's outbox: every byte it sends, in order, through one path.
+
+Messages, fragments, pings, pongs, close frames and Room deliveries all enter here. A frame
+is encoded (masked, compressed) when the outbox accepts it, in the calling task, so the
+compression state moves only for frames that will surely be written, in the order they were
+accepted. An accepted frame is written at once from the calling task when nothing is queued
+(one non-blocking ``write(2)``: no task switch, and a plain syscall cannot be cancelled
+halfway, as an asyncio transport does), else queued for a writer task that exists only while
+there is a backlog. Streams without a file descriptor (TLS, memory) always use the writer.
+
+The queue is bounded in frames (``limit``); data frames wait for room (``offer`` answers
+``FULL``), while the core's own output (pongs, close replies) and our close frame may go past
+the bound: they are few and small, and a closing connection takes no more data.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Hashable
+
+import trio
+
+from ._connection import Connection, ConnectionState, Role
+from ._extensions import encode_message
+from ._frames import Opcode, encode_frame
+
+__all__ = ["Offer", "Outbox"]
+
+#: What a stream raises once the peer or our side has closed it.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Offer(enum.Enum):
+    """What ``Outbox.offer*()`` did with a frame."""
+
+    #: The socket took the whole frame.
+    WRITTEN = "written"
+    #: Queued behind other frames (or after a partial write): the writer task sends it.
+    QUEUED = "queued"
+    #: The queue is full: nothing was encoded or sent; wait with ``wait()`` or give up.
+    FULL = "full"
+    #: The connection is closing or closed: nothing was encoded or sent.
+    CLOSED = "closed"
+
+
+class Outbox:
+    """The outgoing side of one connection (see the module docstring).
+
+    ``limit`` is the number of frames that may wait for the writer before ``offer*()``
+    answers ``FULL``. The writer task runs in the nursery given to ``start()``.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, core: Connection, *, limit: int) -> None:
+        self._stream = stream
+        self._core = core
+        self._limit = limit
+        self._queue: list[bytes] = []
+        # The first queued item is the rest of a frame that a direct write began: it must be
+        # written even when the rest of the queue is dropped.
+        self._partial_head = False
+        self._writing = False  # a writer task is running (or about to)
+        self._closing = False  # our close frame is accepted: no more data frames
+        self._finished = False  # the connection is over: nothing more is written
+        self._nursery: trio.Nursery | None = None
+        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        self._changed = trio.lowlevel.ParkingLot()  # room freed, closing, writer done
+        #: Equal for outboxes that encode a message to the same bytes (``encode_shared()``);
+        #: ``None`` if this one's frames are its own.
+        self.shared_key = _shared_key(core)
+
+    # What callers look at ---------------------------------------------------------------------
+
+    @property
+    def sendable(self) -> bool:
+        """Open, and our close frame not yet accepted: data frames may still be offered."""
+        return not self._closing and self._core.state is ConnectionState.OPEN
+
+    @property
+    def closing(self) -> bool:
+        """Our close frame is accepted (or the connection is over): no more data frames."""
+        return self._closing
+
+    @property
+    def finished(self) -> bool:
+        """The connection is over: nothing more will be written."""
+        return self._finished
+
+    @property
+    def full(self) -> bool:
+        """As many frames wait for the writer as ``limit`` allows."""
+        return len(self._queue) >= self._limit
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no writer running: everything accepted was written."""
+        return not self._queue and not self._writing
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer."""
+        return len(self._queue)
+
+    def encode_shared(self, message: str | bytes) -> bytes:
+        """The frame of ``message`` for every outbox of this ``shared_key`` (not ``None``)."""
+        if isinstance(message, str):
+            opcode, payload = Opcode.TEXT, message.encode("utf-8")
+        else:
+            opcode, payload = Opcode.BINARY, message
+        rsv, payload = encode_message(self._core.extensions, opcode, payload)
+        return encode_frame(opcode, payload, rsv=rsv)
+
+    async def wait(self) -> None:
+        """Wait until something changes: room freed, closing started, or the writer ended."""
+        await self._changed.park()
+
+    # Offering frames (never block) ----------------------------------------------------------
+
+    def _refusal(self) -> Offer | None:
+        if not self.sendable:
+            return Offer.CLOSED
+        if self.full:
+            return Offer.FULL
+        return None
+
+    def offer(self, message: str | bytes, compress: bool = True) -> Offer:
+        """Encode and send one whole message if there is room (text for ``str``)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        return self._put(self._core.send_message(message, compress=compress))
+
+    def offer_frame(self, frame: bytes) -> Offer:
+        """Send a data frame already encoded for this outbox (``encode_shared()``)."""
+        return self._refusal() or self._put(frame)
+
+    def offer_fragment(self, opcode: Opcode, payload: bytes, fin: bool) -> Offer:
+        """Send one frame of a fragmented message (RFC 6455 section 5.4)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        return self._put(self._core.send_frame(opcode, payload, fin=fin))
+
+    def offer_ping(self, payload: bytes, *, bounded: bool = True) -> Offer:
+        """Send a ping; ``bounded=False`` (keepalive) sends it even when the queue is full."""
+        refusal = self._refusal()
+        if refusal is Offer.CLOSED or (bounded and refusal is not None):
+            return refusal
+        return self._put(self._core.send_ping(payload))
+
+    def send_core_output(self) -> bool:
+        """Send what the core queued by itself (pongs, close replies, failure close frames);
+        False if there was nothing."""
+        data = self._core.data_to_send()
+        if not data or self._finished:
+            return False
+        self._put(data)
+        return True
+
+    def close(self, code: int, reason: str, *, discard_queued: bool = False) -> bool:
+        """Send our close frame (RFC 6455 section 5.5.1); False if already closing or closed.
+
+        ``discard_queued`` drops the data frames still waiting (a slow peer is being shed);
+        otherwise they are written first.
+        """
+        if not self.sendable:
+            return False
+        frame = self._core.send_close(code, reason)  # may raise ValueError: nothing changed
+        self._closing = True
+        if discard_queued and self._queue:
+            del self._queue[1 if self._partial_head else 0 :]
+        self._put(frame)
+        self._changed.unpark_all()
+        return True
+
+    # Writing ----------------------------------------------------------------------------------
+
+    def _put(self, frame: bytes) -> Offer:
+        """Write ``frame`` now if nothing is ahead of it, else queue it for the writer."""
+        fd = self._fd
+        if fd is None or self._queue or self._writing:
+            if self._finished:
+                return Offer.CLOSED
+            self._queue.append(frame)
+            self._start_writer()
+            return Offer.QUEUED
+        try:
+            written = os.write(fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            written = 0  # the writer meets the error too and ends the connection
+        if written == len(frame):
+            return Offer.WRITTEN
+        self._queue.append(frame[written:] if written else frame)
+        self._partial_head = written > 0
+        self._start_writer()
+        return Offer.QUEUED
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Run the writer in ``nursery`` from now on (at once if frames are waiting)."""
+        self._nursery = nursery
+        if self._queue:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        """Write the queue out, several frames per ``send_all``; end when it is empty."""
+        queue = self._queue
+        try:
+            while queue:
+                data = queue[0] if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+                self._partial_head = False
+                self._changed.unpark_all()
+                await self._stream.send_all(data)
+        except _GONE:
+            # The peer is gone: nothing more can be written; the reader sees the end too.
+            self._finish_queue()
+        finally:
+            self._writing = False
+            self._changed.unpark_all()
+
+    async def flush(self) -> None:
+        """Wait until everything accepted was written (or could not be)."""
+        if self._nursery is None:
+            return  # never started: nothing will write
+        while not self.idle:
+            await self._changed.park()
+
+    def _finish_queue(self) -> None:
+        self._queue.clear()
+        self._partial_head = False
+
+    def finish(self) -> None:
+        """The connection is over: drop what is queued, never write again, wake waiters."""
+        self._finished = True
+        self._closing = True
+        self._fd = None  # never write to a descriptor that may be closed and reused
+        self._finish_queue()
+        self._changed.unpark_all()
+
+
+def _shared_key(core: Connection) -> Hashable | None:
+    """A server's frame depends only on the extensions' settings when none keeps compression
+    state between messages (RFC 7692 section 7.1.1); a client masks every frame with a new key
+    (RFC 6455 section 5.3), so its frames are never shared."""
+    if core.role is Role.CLIENT:
+        return None
+    keys = []
+    for ext in core.extensions:
+        key = getattr(ext, "shared_encoding_key", None)
+        if key is None:
+            return None
+        keys.append(key)
+    return tuple(keys)
