@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
@@ -18,7 +19,8 @@ class Headers(Sequence[tuple[str, str]]):
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = tuple((name.lower(), value) for name, value in items)
+        # Names interned: every connection's "sec-websocket-key" is then one string, not one each.
+        self._items = tuple((sys.intern(name.lower()), value) for name, value in items)
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:

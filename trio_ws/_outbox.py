@@ -51,6 +51,21 @@ class Outbox:
     answers ``FULL``. The writer task runs in the nursery given to ``start()``.
     """
 
+    __slots__ = (
+        "_changed",
+        "_closing",
+        "_core",
+        "_fd",
+        "_finished",
+        "_limit",
+        "_nursery",
+        "_partial_head",
+        "_queue",
+        "_stream",
+        "_writing",
+        "shared_key",
+    )
+
     def __init__(self, stream: trio.abc.Stream, core: Connection, *, limit: int) -> None:
         self._stream = stream
         self._core = core

@@ -39,6 +39,19 @@ class WebSocketRequest:
     ``respond()`` (or ``reject()``) answers with an ordinary HTTP response instead.
     """
 
+    __slots__ = (
+        "_connections",
+        "_core",
+        "_extensions",
+        "_nursery",
+        "_options",
+        "_request",
+        "_stream",
+        "_timer",
+        "answered",
+        "connection",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -110,6 +123,7 @@ class WebSocketRequest:
             request=self._request,
             response_headers=self._core.response_headers,
             timer=self._timer,
+            nursery=self._nursery,
         )
         self.connection = conn
         self._connections.add(conn)

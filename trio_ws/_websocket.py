@@ -96,6 +96,32 @@ class WebSocketConnection:
     the close code and reason.
     """
 
+    __slots__ = (
+        "_abort",
+        "_cancel_scope",
+        "_close_callbacks",
+        "_close_deadline",
+        "_core",
+        "_done",
+        "_finished",
+        "_fragmenting",
+        "_keepalive_ping",
+        "_keepalive_sent",
+        "_message_lot",
+        "_messages",
+        "_nursery",
+        "_options",
+        "_outbox",
+        "_partial",
+        "_pings",
+        "_receivers_waiting",
+        "_request",
+        "_response_headers",
+        "_space_lot",
+        "_stream",
+        "_timer",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -105,6 +131,7 @@ class WebSocketConnection:
         request: Request,
         response_headers: Headers,
         timer: Timer | None = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self._stream = stream
         self._core = core
@@ -123,12 +150,15 @@ class WebSocketConnection:
         self._space_lot = trio.lowlevel.ParkingLot()
         self._receivers_waiting = 0
         self._pings: dict[bytes, trio.Event] = {}
-        self._finished = trio.Event()  # the closing handshake completed or the stream ended
+        self._finished = False  # the closing handshake completed or the stream ended
         self._done = trio.Event()  # the stream is closed and the connection's tasks are gone
         self._cancel_scope: trio.CancelScope | None = None
         self._close_deadline = float("inf")
         self._close_callbacks: dict[object, Callable[[], object]] = {}
         self._timer = timer
+        # Where the writer runs: the caller's nursery (one nursery less per connection), or
+        # one that run() opens (which also runs a keepalive timer of our own).
+        self._nursery = nursery
         self._keepalive_ping: bytes | None = None
         self._keepalive_sent = float("-inf")
         # Why we ended the connection without a closing handshake (keepalive timeout).
@@ -223,7 +253,7 @@ class WebSocketConnection:
         """Call ``callback()`` once when the connection is over; returns a function that
         cancels this (so that code which stops caring, e.g. a ``Room`` member leaving,
         leaves nothing behind). Called at once if the connection is over already."""
-        if self._finished.is_set():
+        if self._finished:
             callback()
             return _nothing
         key = object()
@@ -363,13 +393,14 @@ class WebSocketConnection:
         messages = self._messages
         waited = False
         while not messages:
-            if self._finished.is_set() or self._outbox.closing:
-                if not self._finished.is_set():
-                    await self._finished.wait()  # we are closing: report how it ends
-                elif not waited:
+            if self._finished:
+                if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 raise self._closed_exception()
             waited = True
+            if self._outbox.closing:
+                await self._message_lot.park()  # we are closing: wait to report how it ends
+                continue
             self._receivers_waiting += 1
             self._space_lot.unpark_all()  # the reader may wait for us to drain (_wait_drained)
             try:
@@ -517,27 +548,31 @@ class WebSocketConnection:
         try:
             with trio.CancelScope(deadline=self._close_deadline) as scope:
                 self._cancel_scope = scope
-                async with trio.open_nursery() as nursery:
-                    self._outbox.start(nursery)
-                    self._start_keepalive(nursery)
-                    await self._reader()
-                    if self._core.failure is not None:
-                        logger.info(
-                            "connection with %s failed: %s", self.remote, self._core.failure
-                        )
-                    self._finish()
-                    # What is left to write (our close frame included), then the closing
-                    # handshake, within close_timeout.
-                    self._arm_deadline(trio.current_time() + self._options.close_timeout)
-                    await self._outbox.flush()
-                    self._outbox.finish()
-                    nursery.cancel_scope.cancel()  # a keepalive timer of our own
+                if self._nursery is not None:
+                    await self._serve(self._nursery)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        await self._serve(nursery)
+                        nursery.cancel_scope.cancel()  # a keepalive timer of our own
                 await self._linger()
         finally:
             self._finish()
             self._outbox.finish()
             self._done.set()
+            # (This also ends a writer in the caller's nursery that is still blocked.)
             await trio.aclose_forcefully(self._stream)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        """Read until the connection is over, then write what is left, within close_timeout."""
+        self._outbox.start(nursery)
+        self._start_keepalive(nursery)
+        await self._reader()
+        if self._core.failure is not None:
+            logger.info("connection with %s failed: %s", self.remote, self._core.failure)
+        self._finish()
+        self._arm_deadline(trio.current_time() + self._options.close_timeout)
+        await self._outbox.flush()  # our close frame included
+        self._outbox.finish()
 
     def _start_keepalive(self, nursery: trio.Nursery) -> None:
         interval = self._options.ping_interval
@@ -569,11 +604,11 @@ class WebSocketConnection:
 
     def _finish(self) -> None:
         """The connection is over: wake everyone waiting on it."""
-        if self._finished.is_set():
+        if self._finished:
             return
         if self._core.state is not ConnectionState.CLOSED:
             self._core.receive_eof()
-        self._finished.set()
+        self._finished = True
         self._message_lot.unpark_all()
         self._space_lot.unpark_all()
         for event in self._pings.values():
