@@ -447,8 +447,8 @@ _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
 def ascii_host(host: str) -> str:
     """``host`` as sent in DNS look-ups, TLS SNI and ``Host``: IDNA for non-ASCII names.
 
-    ``bücher.example`` becomes ``xn--bcher-kva.example`` (IDNA 2003, Python's ``idna``
-    codec); an IPv6 address (without brackets) is checked and kept. Raises ``ValueError``
+    ``Bücher.example`` becomes ``xn--bcher-kva.example`` (IDNA 2003, Python's ``idna``
+    codec; names are lower-cased); an IPv6 address (without brackets) is checked and kept. Raises ``ValueError``
     for anything else that cannot be a host name, such as ``exa mple`` or ``[::1]``.
     """
     if ":" in host:
@@ -458,7 +458,7 @@ def ascii_host(host: str) -> str:
             raise ValueError(f"invalid IPv6 address {host!r}") from None
         return host
     try:
-        name = host.encode("idna").decode("ascii")
+        name = host.encode("idna").decode("ascii").lower()
     except UnicodeError:
         name = ""
     if not _HOST_NAME.fullmatch(name):
