@@ -447,9 +447,10 @@ _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
 def ascii_host(host: str) -> str:
     """``host`` as sent in DNS look-ups, TLS SNI and ``Host``: IDNA for non-ASCII names.
 
-    ``Bücher.example`` becomes ``xn--bcher-kva.example`` (IDNA 2003, Python's ``idna``
-    codec; names are lower-cased); an IPv6 address (without brackets) is checked and kept. Raises ``ValueError``
-    for anything else that cannot be a host name, such as ``exa mple`` or ``[::1]``.
+    ``Bücher.example`` becomes ``xn--bcher-kva.example`` (IDNA 2003 with Python's ``idna``
+    codec; names are lower-cased); an IPv6 address (without brackets) is checked and kept.
+    Raises ``ValueError`` for anything else that cannot be a host name, such as ``exa mple``
+    or ``[::1]``.
     """
     if ":" in host:
         try:
