@@ -177,6 +177,9 @@ async def open_websocket(
     raised); exceptions come out as they were raised, not wrapped in an ExceptionGroup.
     ``unix_socket`` connects to that Unix socket path instead (``host`` names the Host);
     ``proxy`` (``http://[user:pass@]host:port``) tunnels through an HTTP proxy with CONNECT.
+    A non-ASCII ``host`` is IDNA-encoded and ``resource`` (path and query, starting with
+    ``/``) is percent-encoded where a URI needs it, as by ``open_websocket_url()``; a host
+    or resource that cannot be used raises ``ValueError`` before connecting.
     """
     conn = await _connect(
         host,
