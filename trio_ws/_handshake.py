@@ -433,10 +433,11 @@ def quote_target(target: str) -> str:
     ``/a%20b/%C3%B8``, and a quoted target comes back unchanged. Raises ``ValueError`` if
     ``target`` does not start with ``/`` or holds a control character.
     """
+    # The messages leave the target out: its query may hold a token.
     if not target.startswith("/"):
-        raise ValueError(f"a request target must start with '/': {target!r}")
-    if _CONTROL.search(target):
-        raise ValueError(f"control character in the request target {target!r}")
+        raise ValueError("a request target (path and query) must start with '/'")
+    if control := _CONTROL.search(target):
+        raise ValueError(f"control character {control[0]!r} in the request target")
     return quote(_STRAY_PERCENT.sub("%25", target), safe=_TARGET_SAFE)
 
 
@@ -476,20 +477,23 @@ def split_url(url: str) -> tuple[bool, str, int, str, str | None]:
     another scheme, a fragment (RFC 6455 section 3), control characters, or an unusable
     host or port.
     """
-    if _CONTROL.search(url):
-        raise ValueError(f"control character in the URL {url!r}")
+    # The messages leave the URL out: it may hold a password or a token.
+    if control := _CONTROL.search(url):
+        raise ValueError(f"control character {control[0]!r} in the URL")
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+        raise ValueError(f"not a WebSocket URL: the scheme must be ws or wss, not {parts.scheme!r}")
     if "#" in url:
-        raise ValueError(f"a WebSocket URL must not have a fragment: {url!r}")
+        raise ValueError("a WebSocket URL must not have a fragment")
     secure = parts.scheme == "wss"
     if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
+        raise ValueError("no host in the URL")
+    if parts.netloc.rpartition("@")[2].startswith("[") and ":" not in parts.hostname:
+        raise ValueError(f"invalid IPv6 address {parts.hostname!r}")  # Python 3.10 takes [x]
     host = ascii_host(parts.hostname)
     port = parts.port  # ValueError if not a number from 0 to 65535
     if port == 0:
-        raise ValueError(f"port 0 in {url!r}")
+        raise ValueError("port 0 in the URL")
     target = quote_target((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     credentials = None
     if parts.username is not None:
