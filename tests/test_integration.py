@@ -302,7 +302,9 @@ async def test_request_details_subprotocol_and_headers() -> None:
                 assert ws.subprotocol == "chat.v2"
                 assert ws.response_headers["x-server"] == "yes"
                 assert ws.request_headers["x-custom"] == "hello"
-                assert ws.path == "/chat%20room/x"
+                # On both sides path is percent-decoded; the target is as sent.
+                assert ws.path == "/chat room/x"
+                assert ws.request.target == "/chat%20room/x?a=1&b=two"
                 assert ws.remote == (HOST, port)
                 local = ws.local
                 await ws.send("hi")
