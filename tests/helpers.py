@@ -11,6 +11,7 @@ import base64
 import functools
 import os
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
+import trustme
 
 import trio_ws
 from trio_ws._frames import FrameHeader, FrameParser, Opcode, encode_frame
@@ -131,6 +133,16 @@ def capture(expected: type[BaseException] | tuple[type[BaseException], ...]) -> 
     else:
         raise AssertionError(f"{expected} was not raised")
     assert isinstance(raised.leaf, expected), f"expected {expected}, got {raised.exc!r}"
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """``(server, client)`` TLS contexts: a certificate for 127.0.0.1 from a fresh test CA."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
 
 
 def free_port() -> int:

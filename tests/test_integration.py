@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trustme
 from helpers import (
     BIG_LIMIT,
     BIG_SIZE,
@@ -35,6 +34,7 @@ from helpers import (
     payload,
     raw_server,
     running_server,
+    tls_contexts,
 )
 
 import trio_ws
@@ -302,7 +302,9 @@ async def test_request_details_subprotocol_and_headers() -> None:
                 assert ws.subprotocol == "chat.v2"
                 assert ws.response_headers["x-server"] == "yes"
                 assert ws.request_headers["x-custom"] == "hello"
-                assert ws.path == "/chat%20room/x"
+                # On both sides path is percent-decoded; the target is as sent.
+                assert ws.path == "/chat room/x"
+                assert ws.request.target == "/chat%20room/x?a=1&b=two"
                 assert ws.remote == (HOST, port)
                 local = ws.local
                 await ws.send("hi")
@@ -1003,7 +1005,7 @@ async def test_port_zero_and_ports() -> None:
 
 @bounded
 async def test_tls_round_trip() -> None:
-    server_context, client_context = _tls_contexts()
+    server_context, client_context = tls_contexts()
     remotes: list[object] = []
 
     async def handler(request: trio_ws.WebSocketRequest) -> None:
@@ -1031,18 +1033,9 @@ async def test_tls_round_trip() -> None:
     assert remotes[0] is not None
 
 
-def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST).configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
-
-
 @bounded
 async def test_tls_failures_do_not_hurt_the_server() -> None:
-    server_context, client_context = _tls_contexts()
+    server_context, client_context = tls_contexts()
     with trio.fail_after(TEST_TIMEOUT):
         async with running_server(echo_handler, ssl_context=server_context) as server:
             # A client that does not trust the CA fails the TLS handshake.

@@ -100,6 +100,48 @@ async def test_first_registered_pattern_wins() -> None:
             assert await ws.receive() == "[('a', 'y')]"
 
 
+async def report_route(request: trio_ws.WebSocketRequest, **params: str) -> None:
+    """Accept, then send back which route matched: its parameters, or ``exact``."""
+    ws = await request.accept()
+    await ws.send(repr(sorted(params.items())) if params else "exact")
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        # A route matches the requests whose percent-decoded path equals it...
+        ("/files/a/b", "exact"),
+        ("/files/%61/%62", "exact"),
+        ("/caf%C3%A9", "exact"),
+        ("/files/a/b?x=1", "exact"),
+        # ...except that an encoded slash stays inside its segment, for exact routes too.
+        ("/files/a%2Fb", "[('name', 'a/b')]"),
+        ("/caf%C3%A9%2F", None),
+        # Paths are taken as written: neither normalized nor read as an authority.
+        ("//files/a/b", None),
+        ("/files//a/b", None),
+        ("/files/a/b/", None),
+        ("/files/x/../a/b", None),
+        ("/files/.", "[('name', '.')]"),
+        ("/files/%2E%2E", "[('name', '..')]"),
+        ("//evil.example/files/x", None),
+    ],
+)
+async def test_matching_is_by_decoded_segment_as_written(
+    resource: str, expected: str | None
+) -> None:
+    router = Router()
+    router.add("/files/a/b", report_route)
+    router.add("/files/{name}", report_route)
+    router.add("/café", report_route)
+    with trio.fail_after(TIMEOUT):
+        if expected is None:
+            assert (await handshake_status(router, resource)).status == 404
+            return
+        async with open_memory_pair(router, resource) as ws:
+            assert await ws.receive() == expected
+
+
 def test_decorators_return_the_handler_unchanged() -> None:
     router = Router()
 

@@ -230,6 +230,11 @@ async def test_plain_get() -> None:
     assert response.status == 200
     assert response.headers["x-path"] == "/p"
     assert response.text == "hi"
+    # Targets are taken as written: an IRI path goes out percent-encoded, as connect() sends it.
+    async with open_memory_server(handler) as server:
+        assert (await server.get("/ca fé")).headers["x-path"] == "/ca fé"
+    async with open_memory_server(echo) as server, server.connect("/ca fé") as ws:
+        assert ws.request.target == "/ca%20f%C3%A9"
     # A WebSocket-only handler answers a plain GET with 426, as on the network.
     async with open_memory_server(echo) as server:
         assert (await server.get("/")).status == 426

@@ -16,6 +16,7 @@ from ._errors import (
     HandshakeError,
     LocalProtocolError,
     ProtocolError,
+    RedirectError,
     WebSocketError,
 )
 from ._handshake import Request
@@ -39,6 +40,7 @@ __all__ = [
     "LocalProtocolError",
     "PerMessageDeflate",
     "ProtocolError",
+    "RedirectError",
     "RedisBackplane",
     "Request",
     "Room",

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import h11
 import trio
 
 from ._connection import Connection, ResponseReceived, Role
-from ._errors import HandshakeError
-from ._handshake import HeaderList, Request, split_url
+from ._errors import HandshakeError, RedirectError
+from ._handshake import HeaderList, Request, ascii_host, quote_target, split_target, split_url
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 __all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]
@@ -71,6 +72,7 @@ async def _connect(
     unix_socket: str | None = None,
     proxy: str | None = None,
 ) -> WebSocketConnection:
+    host, resource = ascii_host(host), quote_target(resource)  # ValueError before connecting
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
     with trio.fail_after(connect_timeout):
@@ -112,7 +114,10 @@ async def client_handshake(
     ``host`` is the ``Host`` header value. The returned connection is not running yet: start
     ``nursery.start_soon(conn.run)``, and close it with ``aclose()``. Raises
     ``HandshakeError`` if the server refuses; the stream is then the caller's to close.
+    Characters that a URI cannot hold in ``resource`` (path and query) are sent as UTF-8,
+    percent-encoded (RFC 3987 section 3.1); ``ValueError`` if it does not start with ``/``.
     """
+    resource = quote_target(resource)
     options = options or WebSocketOptions()
     core = Connection(
         Role.CLIENT,
@@ -137,10 +142,11 @@ async def client_handshake(
                 response = event.response
         if not data and response is None:
             raise HandshakeError("connection closed during the handshake", status=0)
+    path, query = split_target(resource)
     request = Request(
         target=resource,
-        path=resource.split("?", 1)[0],
-        query=resource.partition("?")[2],
+        path=unquote(path),
+        query=query,
         headers=core.request_headers,
         subprotocols=tuple(subprotocols),
         extensions=(),
@@ -170,6 +176,9 @@ async def open_websocket(
     raised); exceptions come out as they were raised, not wrapped in an ExceptionGroup.
     ``unix_socket`` connects to that Unix socket path instead (``host`` names the Host);
     ``proxy`` (``http://[user:pass@]host:port``) tunnels through an HTTP proxy with CONNECT.
+    A non-ASCII ``host`` is IDNA-encoded and ``resource`` (path and query, starting with
+    ``/``) is percent-encoded where a URI needs it, as by ``open_websocket_url()``; a host
+    or resource that cannot be used raises ``ValueError`` before connecting.
     """
     conn = await _connect(
         host,
@@ -234,18 +243,30 @@ async def open_websocket_url(
 
     Closed on exit as with ``open_websocket()`` (1000; 1001 if cancelled, 1011 if it
     raised). wss:// uses ``ssl.create_default_context()`` unless ``ssl_context`` is given.
+    ``url`` may be an IRI: a non-ASCII host is IDNA-encoded, and characters that a URI cannot
+    hold in the path and query are sent as UTF-8, percent-encoded (RFC 3987 section 3.1).
+    ``ValueError`` names what makes a URL unusable (scheme, fragment, host, port...).
 
-    ``ws://user:pass@host/`` sends HTTP basic credentials. Redirects (301, 302, 303, 307,
-    308) are followed up to ``max_redirects`` times. ``proxy=True`` uses the ``https_proxy``
-    (wss) or ``http_proxy`` (ws) environment variables, honouring ``no_proxy``; a URL string
-    names a proxy; ``False`` connects directly.
+    ``ws://user:pass@host/`` sends HTTP basic credentials. ``proxy=True`` uses the
+    ``https_proxy`` (wss) or ``http_proxy`` (ws) environment variables, honouring
+    ``no_proxy``; a URL string names a proxy; ``False`` connects directly.
+
+    Redirects (301, 302, 303, 307 and 308 with a ``Location``, relative or absolute) are
+    followed up to ``max_redirects`` times, as browsers do (RFC 9110 section 15.4): never
+    from wss:// to ws://, and when a redirect leaves the origin (scheme, host or port), the
+    ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers (from the URL or
+    ``extra_headers``) and the URL's user information are not sent on. Raises
+    ``RedirectError`` (a ``HandshakeError`` with the redirect's status, headers and body)
+    for a redirect it will not follow: to ws:// from wss://, to an unusable URL, or past
+    ``max_redirects``.
     """
-    for attempt in range(max_redirects + 1):
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be 0 or more, not {max_redirects}")
+    headers = list(extra_headers)
+    for redirects in range(max_redirects + 1):
         secure, host, port, target, credentials = split_url(url)
-        headers = list(extra_headers)
-        if credentials is not None and not any(
-            name.lower() == "authorization" for name, _ in headers
-        ):
+        if credentials is not None and not any(n.lower() == "authorization" for n, _ in headers):
+            # Kept in the headers: same-origin redirects send it again, others drop it.
             headers.append(("Authorization", _basic(credentials)))
         try:
             conn = await _connect(
@@ -260,17 +281,12 @@ async def open_websocket_url(
                 proxy=_proxy_for(proxy, secure, host),
             )
         except HandshakeError as exc:
-            location = dict((k.lower(), v) for k, v in exc.headers).get("location")
+            location = dict(exc.headers).get("location")
             if exc.status not in _REDIRECTS or location is None:
                 raise
-            if attempt == max_redirects:
-                raise HandshakeError(
-                    f"too many redirects (more than {max_redirects})",
-                    status=exc.status,
-                    headers=exc.headers,
-                    body=exc.body,
-                ) from None
-            url = _redirect_url(url, location)
+            if redirects == max_redirects:
+                raise _refused(exc, f"too many redirects (more than {max_redirects})") from None
+            url, headers = _follow(url, headers, location, exc)
             continue
         async with _running(conn) as running:
             yield running
@@ -279,20 +295,45 @@ async def open_websocket_url(
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
+#: Headers that carry credentials: not sent on to another origin after a redirect.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
 
 def _basic(credentials: str) -> str:
     """An HTTP basic ``Authorization`` value for ``"user:password"`` (RFC 7617)."""
     return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
 
 
-def _redirect_url(current: str, location: str) -> str:
-    """Resolve a redirect's Location against the current URL; http(s) maps to ws(s)."""
-    resolved = urljoin(current.replace("ws", "http", 1), location)
-    if resolved.startswith("https:"):
-        return "wss:" + resolved[6:]
-    if resolved.startswith("http:"):
-        return "ws:" + resolved[5:]
-    return resolved
+def _refused(exc: HandshakeError, message: str) -> RedirectError:
+    return RedirectError(message, status=exc.status, headers=exc.headers, body=exc.body)
+
+
+def _follow(
+    url: str, headers: list[tuple[str, str]], location: str, exc: HandshakeError
+) -> tuple[str, list[tuple[str, str]]]:
+    """The URL and extra headers for the request that follows a redirect to ``location``.
+
+    Raises ``RedirectError`` for a Location that is unusable or that leaves wss:// for ws://.
+    """
+    with contextlib.suppress(UnicodeDecodeError):  # non-ASCII bytes: UTF-8, as browsers do
+        location = location.encode("latin-1").decode("utf-8")
+    # RFC 9110 section 10.2.2: a URI reference, relative to the request's URL; http(s) is
+    # taken as ws(s), and the fragment is dropped (RFC 6455 section 3: none is sent).
+    parts = urlsplit(urljoin(url, location))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    netloc = parts.netloc
+    try:
+        origin = split_url(url)[:3]
+        new_origin = split_url(urlunsplit((scheme, netloc, parts.path, parts.query, "")))[:3]
+    except ValueError as error:
+        raise _refused(exc, f"cannot follow the redirect to {location!r}: {error}") from None
+    if origin[0] and not new_origin[0]:
+        raise _refused(exc, f"refused to follow a redirect from wss:// to {location!r} (no TLS)")
+    if new_origin != origin:
+        # Another origin (RFC 6454: scheme, host, port): credentials stay with the first one.
+        headers = [(n, v) for n, v in headers if n.lower() not in _CREDENTIAL_HEADERS]
+        netloc = netloc.rpartition("@")[2]
+    return urlunsplit((scheme, netloc, parts.path, parts.query, "")), headers
 
 
 def _proxy_for(proxy: str | bool, secure: bool, host: str) -> str | None:

@@ -7,6 +7,7 @@ __all__ = [
     "HandshakeError",
     "LocalProtocolError",
     "ProtocolError",
+    "RedirectError",
     "WebSocketError",
 ]
 
@@ -54,6 +55,14 @@ class HandshakeError(WebSocketError):
         self.headers = headers or []
         #: The response body (client side).
         self.body = body
+
+
+class RedirectError(HandshakeError):
+    """The client did not follow a redirect: it would drop TLS (wss:// to ws://), its
+    ``Location`` is not a usable WebSocket URL, or there were more than ``max_redirects``.
+
+    ``status``, ``headers`` and ``body`` are those of the redirect response.
+    """
 
 
 class ConnectionClosed(WebSocketError):

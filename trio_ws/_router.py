@@ -16,15 +16,16 @@ paths with optional ``{name}`` segments, each matching one non-empty path segmen
 
 Handlers receive the request and the path parameters as keyword arguments (percent-decoded
 ``str`` values).
+
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-from ._handshake import HeaderList
+from ._handshake import HeaderList, split_target
 from ._server import WebSocketRequest
 
 __all__ = ["HTTPHandler", "HTTPResult", "RouteHandler", "Router"]
@@ -65,13 +66,12 @@ class _Pattern:
                 self.segments.append(segment)
         self.is_exact = not names
 
-    def match(self, raw_segments: list[str]) -> dict[str, str] | None:
-        """The parameters if the (still percent-encoded) segments match, else ``None``."""
-        if len(raw_segments) != len(self.segments):
+    def match(self, segments: tuple[str, ...]) -> dict[str, str] | None:
+        """The parameters if the (percent-decoded) segments match, else ``None``."""
+        if len(segments) != len(self.segments):
             return None
         params: dict[str, str] = {}
-        for expected, raw in zip(self.segments, raw_segments, strict=True):
-            value = unquote(raw)
+        for expected, value in zip(self.segments, segments, strict=True):
             if isinstance(expected, tuple):
                 if not value:
                     return None
@@ -85,26 +85,28 @@ class _Table:
     """Routes of one kind (WebSocket or HTTP): exact paths first, then patterns in order."""
 
     def __init__(self) -> None:
-        self.exact: dict[str, Callable[..., Awaitable[Any]]] = {}
+        #: Exact routes by their segments.
+        self.exact: dict[tuple[str, ...], Callable[..., Awaitable[Any]]] = {}
         self.patterns: list[tuple[_Pattern, Callable[..., Awaitable[Any]]]] = []
 
     def add(self, path: str, handler: Callable[..., Awaitable[Any]]) -> None:
         pattern = _Pattern(path)
-        if path in self.exact or any(p.pattern == path for p, _ in self.patterns):
+        key = tuple(path.split("/")[1:])
+        if key in self.exact or any(p.pattern == path for p, _ in self.patterns):
             raise ValueError(f"a handler is already registered for {path!r}")
         if pattern.is_exact:
-            self.exact[path] = handler
+            self.exact[key] = handler
         else:
             self.patterns.append((pattern, handler))
 
     def find(
-        self, path: str, raw_segments: list[str]
+        self, segments: tuple[str, ...]
     ) -> tuple[Callable[..., Awaitable[Any]], dict[str, str]] | None:
-        handler = self.exact.get(path)
+        handler = self.exact.get(segments)
         if handler is not None:
             return handler, {}
         for pattern, handler in self.patterns:
-            params = pattern.match(raw_segments)
+            params = pattern.match(segments)
             if params is not None:
                 return handler, params
         return None
@@ -112,6 +114,14 @@ class _Table:
 
 class Router:
     """Dispatch each request to the handler registered for its path.
+
+    Routes are written percent-decoded (``/café/{name}``) and match segment by segment: the
+    raw path of the request target (before the first ``?``, as written) is split at each
+    ``/``, then each segment is percent-decoded. So a route matches the requests whose
+    ``request.path`` equals it, except that an encoded slash (``%2F``) stays inside its
+    segment: ``/rooms/a%2Fb`` gives ``room="a/b"`` and does not match ``/rooms/a/b``. Paths
+    are not normalized: ``//rooms/x``, ``/rooms/x/`` and ``/a/../rooms/x`` match no
+    ``/rooms/{room}`` (RFC 9112 section 3.2.1).
 
     WebSocket routes (``route()``, ``add()``) answer upgrade requests; HTTP routes
     (``http()``, ``add_http()``) answer plain GETs. A path may have one of each. Answers when
@@ -155,13 +165,14 @@ class Router:
 
     async def __call__(self, request: WebSocketRequest) -> None:
         """Handle one request: the server calls this like any handler."""
-        # Match the raw segments so that %2F stays inside a parameter instead of splitting it.
-        raw_segments = urlsplit(request.request.target).path.split("/")[1:]
+        # Split before decoding, so that %2F stays inside its segment (see the module doc).
+        raw_path = split_target(request.request.target)[0]
+        segments = tuple(unquote(segment) for segment in raw_path.split("/")[1:])
         own = self._websocket if request.is_upgrade else self._http
-        found = own.find(request.path, raw_segments)
+        found = own.find(segments)
         if found is None:
             other = self._http if request.is_upgrade else self._websocket
-            if not request.is_upgrade and other.find(request.path, raw_segments) is not None:
+            if not request.is_upgrade and other.find(segments) is not None:
                 await request.respond(
                     426,
                     headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")],

@@ -83,7 +83,7 @@ class WebSocketRequest:
 
     @property
     def path(self) -> str:
-        """The percent-decoded path of the request target."""
+        """The target's path as written, percent-decoded (``Request.path``): ``//a/b`` stays."""
         return self._request.path
 
     @property

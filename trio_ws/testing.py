@@ -30,7 +30,7 @@ import trio.testing
 
 from ._client import _running, client_handshake
 from ._errors import ConnectionClosed, HandshakeError
-from ._handshake import HeaderList
+from ._handshake import HeaderList, quote_target
 from ._headers import Headers
 from ._server import WebSocketRequest, WebSocketServer
 from ._websocket import WebSocketConnection, WebSocketOptions
@@ -174,12 +174,15 @@ class MemoryServer:
             yield running
 
     async def get(self, target: str = "/", *, headers: HeaderList = ()) -> HTTPResponse:
-        """Send a plain HTTP GET (no upgrade) and return the server's response."""
+        """Send a plain HTTP GET (no upgrade) and return the server's response.
+
+        ``target`` is encoded as ``connect()`` encodes its resource (``ValueError`` if unusable).
+        """
+        request = h11.Request(
+            method="GET", target=quote_target(target), headers=[("Host", "localhost"), *headers]
+        )
         stream = self._open_stream()
         client = h11.Connection(h11.CLIENT)
-        request = h11.Request(
-            method="GET", target=target, headers=[("Host", "localhost"), *headers]
-        )
         response: h11.Response | None = None
         body = bytearray()
         try:
