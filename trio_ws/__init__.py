@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._handshake import Request
 from ._headers import Headers
+from ._mask import speedups_enabled
 from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
@@ -62,5 +63,6 @@ __all__ = [
     "require",
     "run_workers",
     "serve_websocket",
+    "speedups_enabled",
     "wait_for_stop",
 ]
