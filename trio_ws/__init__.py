@@ -21,6 +21,7 @@ from ._errors import (
 from ._handshake import Request
 from ._headers import Headers
 from ._mask import speedups_enabled
+from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
 from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
@@ -40,6 +41,8 @@ __all__ = [
     "LocalProtocolError",
     "PerMessageDeflate",
     "ProtocolError",
+    "Reconnect",
+    "ReconnectAttempt",
     "RedisBackplane",
     "Request",
     "Room",
@@ -56,6 +59,7 @@ __all__ = [
     "client_handshake",
     "connect_websocket",
     "find_token",
+    "is_retryable",
     "open_unix_listener",
     "open_websocket",
     "open_websocket_url",
