@@ -25,6 +25,7 @@ from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
 from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
+from ._startup import StartupError, run_main
 from ._websocket import WebSocketConnection, WebSocketOptions
 from ._workers import run_workers, wait_for_stop
 
@@ -48,6 +49,7 @@ __all__ = [
     "Room",
     "Router",
     "SlowPolicy",
+    "StartupError",
     "WebSocketConnection",
     "WebSocketError",
     "WebSocketOptions",
@@ -65,6 +67,7 @@ __all__ = [
     "open_websocket_url",
     "request_cookies",
     "require",
+    "run_main",
     "run_workers",
     "serve_websocket",
     "speedups_enabled",

@@ -402,12 +402,20 @@ async def serve_websocket(
     ``reuse_port`` sets ``SO_REUSEPORT`` so that several processes share the port (the kernel
     spreads connections over them). ``listeners`` serves on ready-made listeners instead of
     ``host:port`` (e.g. ``open_unix_listener(path)``).
+
+    Raises ``OSError`` if it cannot listen (``errno.EADDRINUSE`` when the port is taken),
+    with ``host:port`` in the message.
     """
     if listeners is None:
-        if reuse_port:
-            listeners = await _reuse_port_listeners(host, port)
-        else:
-            listeners = list(await trio.open_tcp_listeners(port, host=host))
+        try:
+            if reuse_port:
+                listeners = await _reuse_port_listeners(host, port)
+            else:
+                listeners = list(await trio.open_tcp_listeners(port, host=host))
+        except OSError as exc:  # say which address: trio's message does not
+            name = host.decode() if isinstance(host, bytes) else host or "*"
+            address = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+            raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
     if ssl_context is not None:
         listeners = [
             trio.SSLListener(listener, ssl_context, https_compatible=False)
