@@ -221,6 +221,16 @@ def test_is_retryable(error: BaseException, retried: bool) -> None:
     assert trio_ws.is_retryable(error) is retried
 
 
+def test_a_certificate_that_fails_verification_is_not_retried() -> None:
+    import ssl
+
+    broken = trio.BrokenResourceError("TLS handshake failed")
+    broken.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert not trio_ws.is_retryable(broken)
+    assert not trio_ws.is_retryable(broken.__cause__)
+    assert trio_ws.is_retryable(trio.BrokenResourceError("reset during the handshake"))
+
+
 async def test_max_attempts_raises_the_last_error_bare() -> None:
     errors: Errors = []
     reconnect = Reconnect(

@@ -54,8 +54,9 @@ def is_retryable(error: BaseException) -> bool:
     """Whether ``Reconnect`` retries after ``error`` (raised while connecting or by the block).
 
     Retried: a lost or closed connection (``ConnectionClosed``), network errors (``OSError``
-    such as connection refused or reset, except a TLS certificate that fails verification),
-    ``trio.TooSlowError`` (``connect_timeout``), ``trio.BrokenResourceError``, a handshake
+    such as connection refused or reset), ``trio.TooSlowError`` (``connect_timeout``),
+    ``trio.BrokenResourceError`` (unless caused by a TLS certificate that fails verification,
+    which would fail again), a handshake
     cut off before any response (``HandshakeError`` with ``status`` 0) or refused with 408,
     425, 429 or 5xx, and exception groups made only of these. Not retried: other refusals
     (4xx: the request itself is wrong), ``ValueError`` (a bad URL), everything else.
@@ -64,7 +65,10 @@ def is_retryable(error: BaseException) -> bool:
         return all(is_retryable(e) for e in error.exceptions)
     if isinstance(error, HandshakeError):
         return error.status == 0 or error.status in RETRYABLE_STATUSES
-    if isinstance(error, ssl.SSLCertVerificationError):
+    if isinstance(error, ssl.SSLCertVerificationError) or isinstance(
+        error.__cause__,
+        ssl.SSLCertVerificationError,  # a TLS handshake's BrokenResourceError
+    ):
         return False
     return isinstance(
         error, (ConnectionClosed, OSError, trio.TooSlowError, trio.BrokenResourceError)
@@ -124,10 +128,15 @@ class Reconnect:
             raise ValueError("max_attempts must be at least 1 (or None)")
         #: The URL connected to.
         self.url = url
+        #: Ceiling of the first wait, in seconds.
         self.backoff_initial = backoff_initial
+        #: Ceiling of every wait, in seconds; a connection open this long resets the count.
         self.backoff_max = backoff_max
+        #: How much the ceiling grows from one wait to the next.
         self.backoff_factor = backoff_factor
+        #: Failed attempts in a row before the last error is raised; None: no limit.
         self.max_attempts = max_attempts
+        #: Called before every wait as ``on_retry(attempt, delay, error)``, or None.
         self.on_retry = on_retry
         self._open_url: Callable[[], _Context]
         self._open_url = functools.partial(

@@ -142,7 +142,11 @@ class WebSocketRequest:
 
 
 class WebSocketServer:
-    """A running server: its listeners and bound ports; ``aclose()`` stops it."""
+    """A running server: its listeners and bound ports; ``aclose()`` stops it.
+
+    Made by ``serve_websocket()`` (``server = await nursery.start(serve_websocket, ...)``),
+    not by hand.
+    """
 
     def __init__(
         self,
@@ -156,11 +160,17 @@ class WebSocketServer:
         origins: Sequence[str | None] | None = None,
     ) -> None:
         self._handler = handler
+        #: The listeners it accepts connections on (TCP, Unix, TLS).
         self.listeners = list(listeners)
+        #: The options of every connection.
         self.options = options
+        #: The extensions offered (permessage-deflate unless ``options.compression`` is None).
         self.extensions = list(extensions)
+        #: Seconds a client has to complete its opening handshake (else 408).
         self.handshake_timeout = handshake_timeout
+        #: TCP connections served at once before new requests get 503; None for no limit.
         self.max_connections = max_connections
+        #: Allowed ``Origin`` values (None inside: no Origin header), or None to allow any.
         self.origins = None if origins is None else set(origins)
         self._cancel_scope = trio.CancelScope()
         self._stopped = trio.Event()
