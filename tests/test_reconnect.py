@@ -4,6 +4,8 @@ refusals, break and cancellation."""
 
 from __future__ import annotations
 
+import logging
+import re
 import signal
 import socket
 import subprocess
@@ -176,7 +178,8 @@ async def test_a_4xx_refusal_is_raised_at_once_not_retried() -> None:
     assert calls == 1 and errors == [] and reconnect.connections == 0
 
 
-async def test_a_503_refusal_is_retried() -> None:
+async def test_a_503_refusal_is_retried_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_ws.reconnect")
     calls = 0
 
     async def busy_once(request: trio_ws.WebSocketRequest) -> None:
@@ -200,6 +203,12 @@ async def test_a_503_refusal_is_retried() -> None:
     assert calls == 2
     assert len(errors) == 1
     assert isinstance(errors[0], trio_ws.HandshakeError) and errors[0].status == 503
+    [record] = [r for r in caplog.records if r.name == "trio_ws.reconnect"]
+    assert record.levelno == logging.INFO
+    assert re.fullmatch(
+        r"ws://127\.0\.0\.1:\d+/: HandshakeError: .*; reconnecting in 0\.\d\d s \(retry 1\)",
+        record.getMessage(),
+    ), record.getMessage()
 
 
 @pytest.mark.parametrize(
