@@ -425,7 +425,8 @@ async def serve_websocket(
         except OSError as exc:  # say which address: trio's message does not
             name = host.decode() if isinstance(host, bytes) else host or "*"
             address = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-            raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"cannot listen on {address}: {reason}") from exc
     if ssl_context is not None:
         listeners = [
             trio.SSLListener(listener, ssl_context, https_compatible=False)
