@@ -16,10 +16,9 @@ A browser's WebSocket cannot set headers: it can send the token in a cookie or t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import hmac
 import logging
+import sys
 
 import trio
 
@@ -82,9 +81,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"serving on ws://{args.host}:{args.port}/ (see this file's docstring)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(functools.partial(trio_ws.serve_websocket, router, args.host, args.port))
+    # Stops quietly on Ctrl-C or SIGTERM; a port in use is one line on stderr and exit 1.
+    sys.exit(trio_ws.run_main(serve, args.host, args.port))
+
+
+async def serve(host: str, port: int) -> None:
+    """Serve the router until cancelled (by Ctrl-C or SIGTERM: connections get 1001)."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_ws.serve_websocket, router, host, port)
+        print(f"serving on ws://{host}:{server.port}/ (see this file's docstring)", flush=True)
 
 
 if __name__ == "__main__":

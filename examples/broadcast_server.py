@@ -13,7 +13,6 @@ Several machines running it with the same ``--redis`` share the room too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
 import sys
@@ -100,8 +99,9 @@ def main() -> None:
                 command, workers=args.workers, host=args.host, port=args.port, on_ready=ready
             )
         )
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args)
+    # Stops quietly on Ctrl-C or SIGTERM; start-up errors (port in use, --redis without
+    # coredis) are one line on stderr and exit status 1.
+    sys.exit(trio_ws.run_main(serve, args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import sys
 
 import trio
 
@@ -21,13 +22,11 @@ async def echo(request: trio_ws.WebSocketRequest) -> None:
 
 
 async def serve(host: str, port: int, options: trio_ws.WebSocketOptions) -> None:
-    """Serve until Ctrl-C or SIGTERM, then close every connection with 1001."""
+    """Serve until cancelled (run_main cancels on Ctrl-C or SIGTERM: connections get 1001)."""
     async with trio.open_nursery() as nursery:
         serve = functools.partial(trio_ws.serve_websocket, options=options)
-        await nursery.start(serve, echo, host, port)
-        print(f"echo server on ws://{host}:{port}/", flush=True)
-        await trio_ws.wait_for_stop()
-        nursery.cancel_scope.cancel()
+        server = await nursery.start(serve, echo, host, port)
+        print(f"echo server on ws://{host}:{server.port}/", flush=True)
 
 
 def main() -> None:
@@ -40,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     options = trio_ws.WebSocketOptions(max_message_size=args.max_size)
-    trio.run(serve, args.host, args.port, options)
+    # Stops quietly on Ctrl-C or SIGTERM; a port in use is one line on stderr and exit 1.
+    sys.exit(trio_ws.run_main(serve, args.host, args.port, options))
 
 
 if __name__ == "__main__":

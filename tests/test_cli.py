@@ -298,3 +298,114 @@ def test_main_usage_error_in_process(capsys: pytest.CaptureFixture[str]) -> None
         main(["serve", "--echo", "--broadcast"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# Start-up errors: one line on stderr, exit status 1 ------------------------------------------
+
+#: Runs the CLI with coredis unimportable, as where the redis extra is not installed.
+WITHOUT_COREDIS = (
+    "import sys; sys.modules['coredis'] = None; from trio_ws._cli import main; sys.exit(main())"
+)
+
+
+async def run_python(args: Sequence[str], *, timeout: float = TIMEOUT) -> tuple[int, str, str]:
+    """Run ``python ARGS`` (stdin closed); its status, stdout and stderr."""
+    with trio.fail_after(timeout):
+        result = await trio.run_process(
+            [sys.executable, *args],
+            stdin=subprocess.DEVNULL,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def one_line(stderr: str) -> str:
+    """The single line of ``stderr`` (fails if there are more, e.g. a traceback)."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+async def test_serve_port_in_use_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await run_python(["-m", "trio_ws", "serve", "--port", str(port)])
+    assert (code, out) == (1, "")
+    assert one_line(err) == (
+        f"error: cannot listen on {HOST}:{port}: Address already in use; "
+        "stop the program using it or choose another port"
+    )
+
+
+async def test_serve_redis_without_coredis_is_one_line() -> None:
+    args = ["serve", "--broadcast", "--port", "0", "--redis", "redis://127.0.0.1:6379"]
+    code, out, err = await run_python(["-c", WITHOUT_COREDIS, *args])
+    assert (code, out) == (1, "")
+    assert one_line(err) == "error: RedisBackplane needs coredis: pip install 'trio_ws[redis]'"
+
+
+async def test_serve_unreadable_tls_files_are_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    code, out, err = await run_python(
+        ["-m", "trio_ws", "serve", "--port", "0", "--certfile", str(missing)]
+    )
+    assert (code, out) == (1, "")
+    assert one_line(err) == (
+        f"error: cannot read the TLS file {missing}: No such file or directory; "
+        "check --certfile and --keyfile"
+    )
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    code, out, err = await run_python(
+        ["-m", "trio_ws", "serve", "--port", "0", "--certfile", str(garbage)]
+    )
+    assert (code, out) == (1, "")
+    assert one_line(err).startswith(
+        f"error: cannot use the TLS certificate {garbage}: not a PEM certificate and its "
+        "private key"
+    )
+
+
+async def test_serve_wss_with_a_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST)
+    certfile = tmp_path / "cert.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws", "serve", "--port", "0", "--certfile", str(certfile)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(TIMEOUT):
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, "the server exited before printing its URL"
+                line += chunk
+            url = line.decode().split()[-1]
+            assert url.startswith(f"wss://{HOST}:")
+            client_context = ssl.create_default_context()
+            ca.configure_trust(client_context)
+            async with trio_ws.open_websocket_url(url, ssl_context=client_context) as ws:
+                await ws.send("over TLS")
+                assert await ws.receive() == "over TLS"
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        await process.stdout.aclose()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import socket
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 import trio_ws
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 OPTIONS = trio_ws.WebSocketOptions(ping_interval=None)
 
@@ -71,3 +78,21 @@ async def test_two_servers_share_a_port_with_reuse_port() -> None:
                     break
             assert served == {1, 2}
             nursery.cancel_scope.cancel()
+
+
+async def test_a_port_in_use_names_the_address() -> None:
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        raise AssertionError("not reached")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(10), pytest.raises(BaseExceptionGroup) as info:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio_ws.serve_websocket, handler, "127.0.0.1", port)
+    [error] = info.value.exceptions
+    assert isinstance(error, OSError) and error.errno == errno.EADDRINUSE
+    assert str(error) == f"[Errno {errno.EADDRINUSE}] cannot listen on 127.0.0.1:{port}: " + (
+        "Address already in use"
+    )

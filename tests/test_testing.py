@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 
 import pytest
 import trio
@@ -107,6 +108,31 @@ async def test_handler_error_is_reraised_after_the_server_answered_it(
             await ws.send("boom")
             with pytest.raises(trio_ws.ConnectionClosed):
                 await ws.receive()
+
+
+async def test_handler_error_shows_when_the_block_fails_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The block's ConnectionClosed 1011 comes out with the handler's bug as its cause."""
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.receive()
+        raise KeyError("handler bug")
+
+    caplog.set_level(logging.CRITICAL, logger="trio_ws")
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(trio_ws.ConnectionClosed) as info:
+            async with open_memory_pair(handler) as ws:
+                await ws.send("boom")
+                await ws.receive()  # not caught: the test fails here first
+    assert info.value.code == 1011
+    cause = info.value.__cause__
+    assert isinstance(cause, KeyError) and cause.args == ("handler bug",)
+    assert cause.__traceback__ is not None  # the handler's own frames, for the report
+    report = "".join(traceback.format_exception(info.value))
+    assert "KeyError: 'handler bug'" in report
+    assert "in handler" in report  # with the handler's frame
 
 
 async def test_handler_error_before_accept_gives_500(caplog: pytest.LogCaptureFixture) -> None:

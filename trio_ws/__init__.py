@@ -21,9 +21,12 @@ from ._errors import (
 )
 from ._handshake import Request
 from ._headers import Headers
+from ._mask import speedups_enabled
+from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
 from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
 from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
+from ._startup import StartupError, run_main
 from ._websocket import WebSocketConnection, WebSocketOptions
 from ._workers import run_workers, wait_for_stop
 
@@ -40,12 +43,15 @@ __all__ = [
     "LocalProtocolError",
     "PerMessageDeflate",
     "ProtocolError",
+    "Reconnect",
+    "ReconnectAttempt",
     "RedirectError",
     "RedisBackplane",
     "Request",
     "Room",
     "Router",
     "SlowPolicy",
+    "StartupError",
     "WebSocketConnection",
     "WebSocketError",
     "WebSocketOptions",
@@ -57,12 +63,15 @@ __all__ = [
     "client_handshake",
     "connect_websocket",
     "find_token",
+    "is_retryable",
     "open_unix_listener",
     "open_websocket",
     "open_websocket_url",
     "request_cookies",
     "require",
+    "run_main",
     "run_workers",
     "serve_websocket",
+    "speedups_enabled",
     "wait_for_stop",
 ]

@@ -3,6 +3,7 @@
     python -m trio_ws ws://127.0.0.1:8765/ [-p SUBPROTOCOL] [-H "Name: value"]
     python -m trio_ws serve [--echo | --broadcast] [--host HOST] [--port PORT]
                             [--workers N] [--redis redis://HOST:PORT]
+                            [--certfile PEM [--keyfile PEM]]
 
 The client sends each line of stdin as a text message and prints each message it receives
 as ``< message``. At the end of stdin (Ctrl-D) it waits until the server has been quiet for
@@ -11,7 +12,10 @@ fails or the server closes it with a code other than 1000 or 1001, and with 130 
 The server prints its URL (useful with ``--port 0``) and stops on Ctrl-C or SIGTERM, closing
 its connections with 1001. ``--workers N`` runs N server processes on the port (SO_REUSEPORT)
 and stops them all on Ctrl-C or SIGTERM; ``--redis URL`` joins the broadcast rooms of every
-process (and every machine) that uses that Redis.
+process (and every machine) that uses that Redis. ``--certfile`` serves wss://.
+
+A start-up error the user can fix (port in use, ``--redis`` without coredis installed, an
+unreadable TLS file) is printed as one line, ``error: ...``, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import functools
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -36,6 +41,7 @@ from ._errors import ConnectionClosed, HandshakeError
 from ._handshake import HeaderList
 from ._redis import RedisBackplane
 from ._server import WebSocketRequest, WebSocketServer, serve_websocket
+from ._startup import StartupError, describe_startup_error
 from ._websocket import WebSocketConnection, WebSocketOptions
 from ._workers import run_workers, wait_for_stop
 
@@ -68,13 +74,18 @@ def _run(
     *,
     interrupted: int,
 ) -> int:
-    """``trio.run(main, args)``, or ``interrupted`` after Ctrl-C."""
+    """``trio.run(main, args)``; ``interrupted`` after Ctrl-C; 1 after a start-up error the
+    user can fix, printed as one line (see ``describe_startup_error``)."""
     try:
         return trio.run(main, args)
     except BaseException as exc:
         if isinstance(_leaf(exc), KeyboardInterrupt):
             return interrupted
-        raise
+        message = describe_startup_error(exc)  # port in use, no coredis, TLS file...
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 1
 
 
 # Client -----------------------------------------------------------------------------------
@@ -254,6 +265,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="set SO_REUSEPORT, so that other servers can share the port",
     )
+    parser.add_argument(
+        "--certfile", metavar="PEM", help="serve wss:// with this certificate (chain) file"
+    )
+    parser.add_argument(
+        "--keyfile", metavar="PEM", help="the private key, if not in --certfile's file"
+    )
     # A worker of --workers: SO_REUSEPORT, X-Worker-Pid, stops when its parent goes away.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -264,6 +281,8 @@ def _check_serve_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--workers must be at least 1")
     if args.redis is not None and not args.broadcast:
         parser.error("--redis needs --broadcast")
+    if args.keyfile is not None and args.certfile is None:
+        parser.error("--keyfile needs --certfile")
     if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         parser.error("--workers needs SO_REUSEPORT, which this platform does not have")
     if args.workers > 1 and args.broadcast and args.redis is None:
@@ -292,7 +311,30 @@ def _backplane(args: argparse.Namespace) -> LocalBackplane | RedisBackplane:
     return LocalBackplane() if args.redis is None else RedisBackplane(args.redis)
 
 
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context for ``--certfile``/``--keyfile``; StartupError if unusable."""
+    if args.certfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except ssl.SSLError as exc:
+        raise StartupError(
+            f"cannot use the TLS certificate {args.certfile}"
+            + (f" with the key {args.keyfile}" if args.keyfile else "")
+            + f": not a PEM certificate and its private key ({exc.reason or exc}); "
+            "check --certfile and --keyfile"
+        ) from exc
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read the TLS file {exc.filename or args.certfile}: {exc.strerror}; "
+            "check --certfile and --keyfile"
+        ) from exc
+    return context
+
+
 async def _serve(args: argparse.Namespace) -> int:
+    ssl_context = _ssl_context(args)
     backplane = _backplane(args)
     # A worker names itself, so that clients (and tests) can tell the workers apart.
     headers = [("X-Worker-Pid", str(os.getpid()))] if args.worker else []
@@ -320,17 +362,20 @@ async def _serve(args: argparse.Namespace) -> int:
                 args.port,
                 options=_options(args.no_compression),
                 reuse_port=args.reuse_port or args.worker,
+                ssl_context=ssl_context,
             )
         )
         mode = "broadcast" if args.broadcast else "echo"
-        print(f"{mode} server on {_url(args.host, server.port)}", flush=True)
+        url = _url(args.host, server.port, secure=ssl_context is not None)
+        print(f"{mode} server on {url}", flush=True)
         await wait_for_stop(watch_stdin=args.worker)
         nursery.cancel_scope.cancel()  # the server closes its connections with 1001
     return 0
 
 
-def _url(host: str, port: int) -> str:
-    return f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
+def _url(host: str, port: int, *, secure: bool = False) -> str:
+    scheme = "wss" if secure else "ws"
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
@@ -339,13 +384,17 @@ def _serve_workers(args: argparse.Namespace) -> int:
     options = ["--no-compression"] if args.no_compression else []
     if args.redis is not None:
         options += ["--redis", args.redis]
+    for flag, value in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+        if value is not None:
+            options += [flag, value]
 
     def command(port: int) -> list[str]:
         worker = ["serve", mode, "--worker", "--host", args.host, "--port", str(port)]
         return [sys.executable, "-m", "trio_ws", *worker, *options]
 
     def ready(port: int, pids: list[int]) -> None:
-        print(f"{mode[2:]} server on {_url(args.host, port)}", flush=True)
+        url = _url(args.host, port, secure=args.certfile is not None)
+        print(f"{mode[2:]} server on {url}", flush=True)
         backplane = f", broadcast shared over {args.redis}" if args.redis else ""
         print(f"{len(pids)} workers (pids {', '.join(map(str, pids))}){backplane}", flush=True)
 

@@ -167,14 +167,22 @@ class PerMessageDeflate:
     overhead per packet, for ~2 us of CPU each.
     """
 
+    #: The server compresses each message on its own (default False).
     server_no_context_takeover: bool = False
+    #: The client compresses each message on its own (default False).
     client_no_context_takeover: bool = False
+    #: The server's LZ77 window, ``2**bits`` bytes (8-15, default 12; None: no limit).
     server_max_window_bits: int | None = attrs.field(default=12, validator=_window_bits)
+    #: The client's LZ77 window, ``2**bits`` bytes (8-15, default 12; None: no limit).
     client_max_window_bits: int | None = attrs.field(default=12, validator=_window_bits)
+    #: zlib compression level, 0-9 (default 6).
     compress_level: int = attrs.field(default=6, validator=attrs.validators.in_(range(10)))
+    #: zlib memLevel, 1-9 (default 5).
     mem_level: int = attrs.field(default=5, validator=attrs.validators.in_(range(1, 10)))
+    #: Messages shorter than this many bytes are sent uncompressed (default 32).
     min_size: int = attrs.field(default=32, validator=attrs.validators.ge(0))
 
+    #: The extension's name in ``Sec-WebSocket-Extensions``: ``permessage-deflate``.
     name = NAME
 
     # Factories ------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class Request:
     path: str
     #: The raw (still percent-encoded) query string, without the ``?``.
     query: str
+    #: The request headers (case-insensitive names).
     headers: Headers
     #: ``Sec-WebSocket-Protocol`` values offered by the client, in preference order.
     subprotocols: tuple[str, ...]

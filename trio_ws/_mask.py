@@ -6,7 +6,7 @@ payloads), else one big-integer XOR in Python: never a Python loop per byte.
 
 from __future__ import annotations
 
-__all__ = ["apply_mask", "py_apply_mask"]
+__all__ = ["apply_mask", "py_apply_mask", "speedups_enabled"]
 
 
 def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
@@ -24,3 +24,10 @@ try:
     from ._speedups import apply_mask
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = py_apply_mask
+
+
+def speedups_enabled() -> bool:
+    """True when masking runs in the C extension ``trio_ws._speedups``, False when it runs in
+    pure Python (the extension was not built for this interpreter, e.g. no C compiler at
+    install time). Both give identical results; the C code is faster on large payloads."""
+    return apply_mask is not py_apply_mask

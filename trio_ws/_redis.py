@@ -90,15 +90,25 @@ class RedisBackplane(_Rooms):
     ) -> None:
         super().__init__()
         self._coredis = _coredis()
+        #: The Redis URL, ``redis://[user:password@]host:port[/db]``.
         self.url = url
+        #: Prefix of the Redis channel names: room ``name`` is channel ``prefix + name``.
         self.prefix = prefix
+        #: Most messages sent in one PUBLISH.
         self.max_batch = max_batch
+        #: Most payload bytes sent in one PUBLISH.
         self.max_batch_bytes = max_batch_bytes
+        #: First wait before reconnecting to Redis, in seconds (doubled up to ``backoff_max``).
         self.backoff_initial = backoff_initial
+        #: Longest wait before reconnecting to Redis, in seconds.
         self.backoff_max = backoff_max
+        #: Seconds allowed to connect to Redis.
         self.connect_timeout = connect_timeout
+        #: Seconds allowed for one Redis command.
         self.command_timeout = command_timeout
+        #: Seconds between pings that check the Redis connection.
         self.ping_interval = ping_interval
+        #: Extra keyword arguments for the coredis client.
         self.client_options = dict(client_options or {})
         #: This process's sender id in backplane messages.
         self.id = os.urandom(16)

@@ -160,7 +160,11 @@ class WebSocketRequest:
 
 
 class WebSocketServer:
-    """A running server: its listeners and bound ports; ``aclose()`` stops it."""
+    """A running server: its listeners and bound ports; ``aclose()`` stops it.
+
+    Made by ``serve_websocket()`` (``server = await nursery.start(serve_websocket, ...)``),
+    not by hand.
+    """
 
     def __init__(
         self,
@@ -174,11 +178,17 @@ class WebSocketServer:
         origins: Sequence[str | None] | None = None,
     ) -> None:
         self._handler = handler
+        #: The listeners it accepts connections on (TCP, Unix, TLS).
         self.listeners = list(listeners)
+        #: The options of every connection.
         self.options = options
+        #: The extensions offered (permessage-deflate unless ``options.compression`` is None).
         self.extensions = list(extensions)
+        #: Seconds a client has to complete its opening handshake (else 408).
         self.handshake_timeout = handshake_timeout
+        #: TCP connections served at once before new requests get 503; None for no limit.
         self.max_connections = max_connections
+        #: Allowed ``Origin`` values (None inside: no Origin header), or None to allow any.
         self.origins = None if origins is None else set(origins)
         self._cancel_scope = trio.CancelScope()
         self._stopped = trio.Event()
@@ -452,12 +462,21 @@ async def serve_websocket(
     ``reuse_port`` sets ``SO_REUSEPORT`` so that several processes share the port (the kernel
     spreads connections over them). ``listeners`` serves on ready-made listeners instead of
     ``host:port`` (e.g. ``open_unix_listener(path)``).
+
+    Raises ``OSError`` if it cannot listen (``errno.EADDRINUSE`` when the port is taken),
+    with ``host:port`` in the message.
     """
     if listeners is None:
-        if reuse_port:
-            listeners = await _reuse_port_listeners(host, port)
-        else:
-            listeners = list(await trio.open_tcp_listeners(port, host=host))
+        try:
+            if reuse_port:
+                listeners = await _reuse_port_listeners(host, port)
+            else:
+                listeners = list(await trio.open_tcp_listeners(port, host=host))
+        except OSError as exc:  # say which address: trio's message does not
+            name = host.decode() if isinstance(host, bytes) else host or "*"
+            address = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"cannot listen on {address}: {reason}") from exc
     if ssl_context is not None:
         listeners = [
             trio.SSLListener(listener, ssl_context, https_compatible=False)

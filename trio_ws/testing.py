@@ -12,7 +12,9 @@ and connection code as ``serve_websocket`` (``WebSocketServer``), over
 For several clients of one handler (a chat room), use ``open_memory_server(handler)`` and
 its ``connect()``; for plain HTTP routes, its ``get()``. Exceptions a handler raises are
 re-raised when the block ends (``raise_handler_errors=False`` turns that off), after the
-server has answered them as it would on the network (500, or close code 1011).
+server has answered them as it would on the network (500, or close code 1011). When the
+test's block fails first (say with the 1011 the handler's error caused), the handler's
+exception is attached as the ``__cause__`` of the block's, so it shows in the traceback.
 
 There is no socket, so ``remote`` and ``local`` are ``None`` on both sides.
 """
@@ -71,8 +73,24 @@ async def _bare_errors() -> AsyncIterator[trio.Nursery]:
             yield nursery
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+            error = group.exceptions[0]
+            raise error from error.__cause__  # keeps a cause (a handler's error) shown
         raise
+
+
+def _attach_handler_error(body_error: Exception, handler_error: Exception) -> None:
+    """Make the handler's exception visible in the traceback of the block's own exception.
+
+    The block usually failed because of it (a ``ConnectionClosed`` 1011 is how the client sees
+    a handler that raised), so it becomes the ``__cause__`` (shown first, with its traceback),
+    unless the block's exception already has a cause; then it is named in a note (3.11+).
+    """
+    if handler_error is body_error:
+        return
+    if body_error.__cause__ is None:
+        body_error.__cause__ = handler_error
+    elif hasattr(body_error, "add_note"):
+        body_error.add_note(f"the handler raised {handler_error!r}")
 
 
 class MemoryServer:
@@ -224,7 +242,9 @@ async def open_memory_server(
     The arguments are those of ``serve_websocket()``. On exit, connections still open are
     closed with 1001 and handlers get ``shutdown_timeout`` seconds to return before they
     are cancelled; then the first exception a handler raised, if any, is re-raised (unless
-    the block itself raised, or ``raise_handler_errors`` is false).
+    ``raise_handler_errors`` is false). If the block itself raised (often a
+    ``ConnectionClosed`` with 1011 because the handler failed), the block's exception comes
+    out with the handler's as its ``__cause__``, so that the test's traceback shows both.
     """
     async with _bare_errors() as nursery:
         server = MemoryServer(
@@ -235,8 +255,12 @@ async def open_memory_server(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
         )
+        body_error: Exception | None = None
         try:
             yield server
+        except Exception as exc:
+            body_error = exc
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 for conn in list(server.server.connections):
@@ -244,6 +268,8 @@ async def open_memory_server(
                 with trio.move_on_after(shutdown_timeout):
                     await server.wait_idle()
             nursery.cancel_scope.cancel()
+            if body_error is not None and server.handler_errors:
+                _attach_handler_error(body_error, server.handler_errors[0])
     if raise_handler_errors and server.handler_errors:
         raise server.handler_errors[0]
 
