@@ -70,6 +70,7 @@ async def test_a_full_socket_queues_then_refuses_without_encoding() -> None:
             queued = results.count(Offer.QUEUED)
             assert queued <= 3  # the remainder of a partial write, then `limit` frames
             assert outbox.full
+            assert outbox.offer_ping(b"p") is Offer.FULL
             # Once the peer reads, everything queued is written, in order and whole.
             expected = encode_frame(Opcode.BINARY, big) * queued
             received = bytearray()
@@ -84,7 +85,7 @@ async def test_a_full_socket_queues_then_refuses_without_encoding() -> None:
 async def test_close_discards_queued_frames_but_never_a_partly_written_one() -> None:
     big = b"y" * (1 << 20)
     with trio.fail_after(10):
-        async with socket_outbox(limit=2) as (outbox, theirs):
+        async with socket_outbox(limit=32) as (outbox, theirs):  # room for 2 MiB
             first = encode_frame(Opcode.BINARY, big)
             assert outbox.offer(big) is Offer.QUEUED  # partly written
             assert outbox.offer(b"dropped") is Offer.QUEUED
@@ -137,3 +138,15 @@ async def test_shared_frames_are_the_frames_each_outbox_would_send() -> None:
     client_core = Connection(Role.CLIENT)
     client_core.initiate("example.com", "/")
     assert Outbox(client_stream, client_core, limit=4).shared_key is None  # masked anew
+
+
+async def test_the_queue_is_bounded_in_bytes_too() -> None:
+    """A few large pieces fill it as many frames would: 4 frames x 64 KiB at limit=4."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    outbox = Outbox(server_stream, open_server_core(), limit=4)  # not started: nothing drains
+    assert outbox.offer(b"x" * (200 * 1024)) is Offer.QUEUED
+    assert not outbox.full
+    assert outbox.offer(b"x" * (100 * 1024)) is Offer.QUEUED
+    assert outbox.full  # 300 KiB >= 4 x 64 KiB, in 2 frames
+    assert outbox.offer(b"x") is Offer.FULL
+    await client_stream.aclose()

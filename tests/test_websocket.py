@@ -228,3 +228,49 @@ async def test_a_client_closes_a_frozen_server_saying_why() -> None:
             assert (caught.value.code, caught.value.reason) == (1011, "keepalive ping timeout")
             assert (ws.close_code, ws.close_reason) == (1011, "keepalive ping timeout")
     assert server_saw == [(1011, b"keepalive ping timeout")]
+
+
+async def test_a_handler_that_never_receives_still_answers_pings_and_close() -> None:
+    """Receivers read the socket themselves; when nobody receives, the connection's own task
+    reads again, so pings are answered and the closing handshake completes."""
+    closed: list[tuple[int | None, str | None]] = []
+    done = trio.Event()
+
+    async def deaf(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        ws.on_close(lambda: (closed.append((ws.close_code, ws.close_reason)), done.set()))
+        await done.wait()
+
+    with trio.fail_after(10):
+        async with running_server(deaf, options=NO_PINGS) as server:
+            async with trio_ws.open_websocket(HOST, server.port, options=NO_PINGS) as ws:
+                for _ in range(3):
+                    await ws.ping()
+                await ws.send("ignored")
+                await ws.ping()
+            assert ws.close_code == 1000
+            await done.wait()
+    assert closed == [(1000, "")]
+
+
+async def test_receive_takes_over_reading_and_gives_it_back() -> None:
+    """A receiver that comes after the connection's task started reading gets the message;
+    once it stops receiving, pings are answered again."""
+    got: list[str | bytes] = []
+    received = trio.Event()
+
+    async def late(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.ping()  # nobody receives yet: the connection's task reads the pong
+        got.append(await ws.receive())
+        received.set()
+        await ws.receive()
+
+    with trio.fail_after(10):
+        async with running_server(late, options=NO_PINGS) as server:
+            async with trio_ws.open_websocket(HOST, server.port, options=NO_PINGS) as ws:
+                await ws.send("first")
+                await received.wait()
+                await ws.ping()
+                await ws.send("last")
+    assert got == ["first"]

@@ -27,6 +27,10 @@ from ._frames import Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
 
+#: With ``limit`` frames, the queue is also full once it holds ``limit`` times this many
+#: bytes: the core's answers (pongs to a flood of pings) come in few but large pieces.
+_BYTES_PER_FRAME = 64 * 1024
+
 #: What a stream raises once the peer or our side has closed it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -48,7 +52,8 @@ class Outbox:
     """The outgoing side of one connection (see the module docstring).
 
     ``limit`` is the number of frames that may wait for the writer before ``offer*()``
-    answers ``FULL``. The writer task runs in the nursery given to ``start()``.
+    answers ``FULL`` (or ``limit`` x 64 KiB of them). The writer task runs in the nursery
+    given to ``start()``.
     """
 
     __slots__ = (
@@ -61,6 +66,7 @@ class Outbox:
         "_nursery",
         "_partial_head",
         "_queue",
+        "_queued_bytes",
         "_stream",
         "_writing",
         "shared_key",
@@ -71,6 +77,7 @@ class Outbox:
         self._core = core
         self._limit = limit
         self._queue: list[bytes] = []
+        self._queued_bytes = 0
         # The first queued item is the rest of a frame that a direct write began: it must be
         # written even when the rest of the queue is dropped.
         self._partial_head = False
@@ -104,7 +111,9 @@ class Outbox:
     @property
     def full(self) -> bool:
         """As many frames wait for the writer as ``limit`` allows."""
-        return len(self._queue) >= self._limit
+        return (
+            len(self._queue) >= self._limit or self._queued_bytes >= self._limit * _BYTES_PER_FRAME
+        )
 
     @property
     def idle(self) -> bool:
@@ -184,6 +193,7 @@ class Outbox:
         self._closing = True
         if discard_queued and self._queue:
             del self._queue[1 if self._partial_head else 0 :]
+            self._queued_bytes = sum(map(len, self._queue))
         self._put(frame)
         self._changed.unpark_all()
         return True
@@ -197,6 +207,7 @@ class Outbox:
             if self._finished:
                 return Offer.CLOSED
             self._queue.append(frame)
+            self._queued_bytes += len(frame)
             self._start_writer()
             return Offer.QUEUED
         try:
@@ -207,7 +218,9 @@ class Outbox:
             written = 0  # the writer meets the error too and ends the connection
         if written == len(frame):
             return Offer.WRITTEN
-        self._queue.append(frame[written:] if written else frame)
+        rest = frame[written:] if written else frame
+        self._queue.append(rest)
+        self._queued_bytes += len(rest)
         self._partial_head = written > 0
         self._start_writer()
         return Offer.QUEUED
@@ -230,6 +243,7 @@ class Outbox:
             while queue:
                 data = queue[0] if len(queue) == 1 else b"".join(queue)
                 queue.clear()
+                self._queued_bytes = 0
                 self._partial_head = False
                 self._changed.unpark_all()
                 await self._stream.send_all(data)
@@ -249,6 +263,7 @@ class Outbox:
 
     def _finish_queue(self) -> None:
         self._queue.clear()
+        self._queued_bytes = 0
         self._partial_head = False
 
     def finish(self) -> None:

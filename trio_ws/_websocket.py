@@ -22,7 +22,6 @@ import attrs
 import trio
 
 from ._connection import (
-    CloseReceived,
     Connection,
     ConnectionState,
     Message,
@@ -49,6 +48,10 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 #: threshold is 128 KiB), growing up to the maximum while reads come back full.
 _READ_SIZE = 64 * 1024
 _MAX_READ_SIZE = 1024 * 1024
+
+#: Seconds after the last receive() before the connection's own task reads the socket again
+#: (to answer pings and close frames for an application that stopped receiving).
+_HAND_BACK = 0.1
 
 
 @attrs.frozen
@@ -98,13 +101,17 @@ class WebSocketConnection:
 
     __slots__ = (
         "_abort",
+        "_answering",
         "_cancel_scope",
+        "_check_pending",
         "_close_callbacks",
         "_close_deadline",
         "_core",
         "_done",
+        "_fd",
         "_finished",
         "_fragmenting",
+        "_inline",
         "_keepalive_ping",
         "_keepalive_sent",
         "_message_lot",
@@ -114,7 +121,12 @@ class WebSocketConnection:
         "_outbox",
         "_partial",
         "_pings",
+        "_read_scope",
+        "_read_size",
+        "_reading",
         "_receivers_waiting",
+        "_receives",
+        "_receives_seen",
         "_request",
         "_response_headers",
         "_space_lot",
@@ -163,6 +175,16 @@ class WebSocketConnection:
         self._keepalive_sent = float("-inf")
         # Why we ended the connection without a closing handshake (keepalive timeout).
         self._abort: tuple[int, str] | None = None
+        # Reading (see "Reading" below).
+        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        self._inline = False  # receivers read the socket themselves; the run task waits
+        self._reading = False  # a task is in a read (only one may be)
+        self._read_scope: trio.CancelScope | None = None  # the run task's read, to take over
+        self._read_size = _READ_SIZE
+        self._answering = False  # the last bytes read made the core answer (pongs...)
+        self._receives = 0  # messages taken
+        self._receives_seen = 0  # ... when the reading check was armed
+        self._check_pending = False  # a reading check is on the timer
 
     # Properties -------------------------------------------------------------------------------
 
@@ -387,8 +409,9 @@ class WebSocketConnection:
     async def _take(self) -> str | bytes | MessageChunk:
         """The next queued item, waiting for one; ``ConnectionClosed`` once none will come.
 
-        A checkpoint on every path: cancellable on entry, and other tasks run before it
-        returns even when a message was ready."""
+        With an empty queue, the caller reads the socket itself when it can (see "Reading"
+        below). A checkpoint on every path: cancellable on entry, and other tasks run before
+        it returns even when a message was ready."""
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
         waited = False
@@ -397,10 +420,17 @@ class WebSocketConnection:
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 raise self._closed_exception()
-            waited = True
-            if self._outbox.closing:
-                await self._message_lot.park()  # we are closing: wait to report how it ends
+            if self._core.failure_pending and not self._outbox.closing:
+                self._process(b"")  # the messages before a violation were all taken: fail now
                 continue
+            if self._fd is not None and not self._outbox.closing:
+                if not self._reading and self._cancel_scope is not None:  # run() started
+                    waited = await self._read_inline() or waited
+                    continue
+                if self._read_scope is not None:
+                    self._inline = True  # the run task is waiting to read: take over from it
+                    self._read_scope.cancel()
+            waited = True
             self._receivers_waiting += 1
             self._space_lot.unpark_all()  # the reader may wait for us to drain (_wait_drained)
             try:
@@ -408,8 +438,11 @@ class WebSocketConnection:
             finally:
                 self._receivers_waiting -= 1
         message = messages.pop(0)
+        self._receives += 1
         if len(messages) < self._options.max_queue:
             self._space_lot.unpark_all()
+        if self._inline and not self._check_pending:
+            self._arm_reading_check()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return message
@@ -441,6 +474,8 @@ class WebSocketConnection:
         if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
         event = self._pings[payload] = trio.Event()
+        if not self._receivers_waiting:
+            self._hand_back()  # nobody receives: the run task reads the pong
         try:
             await self._offer(self._outbox.offer_ping, payload)
             await event.wait()
@@ -486,6 +521,7 @@ class WebSocketConnection:
         if not self._outbox.close(code, reason, discard_queued=discard_queued):
             return False
         self._messages.clear()
+        self._hand_back()  # the run task reads the peer's close frame
         self._space_lot.unpark_all()
         self._message_lot.unpark_all()
         self._arm_deadline(trio.current_time() + self._options.close_timeout)
@@ -565,8 +601,13 @@ class WebSocketConnection:
     async def _serve(self, nursery: trio.Nursery) -> None:
         """Read until the connection is over, then write what is left, within close_timeout."""
         self._outbox.start(nursery)
-        self._start_keepalive(nursery)
-        await self._reader()
+        self._start_timer(nursery)
+        self._process(b"")  # frames that came with the handshake
+        if self._fd is not None and self._timer is not None and not self._outbox.closing:
+            self._inline = True  # receivers read; the run task only if nobody does
+            self._arm_reading_check()
+            self._message_lot.unpark_all()  # receive() called before we ran: it reads now
+        await self._read_loop()
         if self._core.failure is not None:
             logger.info("connection with %s failed: %s", self.remote, self._core.failure)
         self._finish()
@@ -574,15 +615,15 @@ class WebSocketConnection:
         await self._outbox.flush()  # our close frame included
         self._outbox.finish()
 
-    def _start_keepalive(self, nursery: trio.Nursery) -> None:
+    def _start_timer(self, nursery: trio.Nursery) -> None:
+        """Keepalive and reading checks run on the server's timer, else on one of our own."""
         interval = self._options.ping_interval
-        if interval is None:
-            return
-        timer = self._timer
-        if timer is None:  # no server's timer to share: one of our own
-            timer = self._timer = Timer()
-            nursery.start_soon(timer.run)
-        timer.schedule(trio.current_time() + interval, self._keepalive)
+        if self._timer is None and (interval is not None or self._fd is not None):
+            self._timer = Timer()
+            nursery.start_soon(self._timer.run)
+        if interval is not None:
+            assert self._timer is not None
+            self._timer.schedule(trio.current_time() + interval, self._keepalive)
 
     async def _linger(self) -> None:
         """After the close frames: who closes TCP first (RFC 6455 section 7.1.1)."""
@@ -609,6 +650,7 @@ class WebSocketConnection:
         if self._core.state is not ConnectionState.CLOSED:
             self._core.receive_eof()
         self._finished = True
+        self._fd = None  # never read a descriptor that may be closed and reused
         self._message_lot.unpark_all()
         self._space_lot.unpark_all()
         for event in self._pings.values():
@@ -617,52 +659,143 @@ class WebSocketConnection:
         for callback in callbacks.values():
             callback()
 
-    async def _reader(self) -> None:
+    # Reading ----------------------------------------------------------------------------------
+    #
+    # On a socket, a task waiting in receive() with nothing queued reads the socket itself
+    # ("inline"): the bytes it reads become the messages it returns, with no task switch. The
+    # run task reads instead (answering pings and close frames) whenever nobody has been
+    # receiving for _HAND_BACK seconds, when we start closing, and on other streams (TLS,
+    # memory). Only one task reads at a time (_reading).
+
+    def _process(self, data: bytes | bytearray) -> None:
+        """Feed bytes to the core: queue the messages, answer what the core answers."""
         core = self._core
-        stream = self._stream
         outbox = self._outbox
-        max_queue = self._options.max_queue
-        messages = self._messages
+        events = core.receive_data(data)
+        # Pongs and close replies (RFC 6455 sections 5.5.2, 5.5.1) go out at once.
+        self._answering = outbox.send_core_output()
+        for event in events:
+            if type(event) is Message:
+                if not outbox.closing:
+                    self._messages.append(event.data)
+                    self._message_lot.unpark_all()
+            elif type(event) is MessageChunk:
+                if not outbox.closing:  # chunks queue whole: receive() joins them
+                    self._messages.append(event)
+                    self._message_lot.unpark_all()
+            elif type(event) is Pong:
+                self._on_pong(event.payload)
+        if core.state is ConnectionState.CLOSED:
+            self._finish()
+
+    def _grow(self, size: int) -> None:
+        """Larger reads while they come back full; back to the default once they do not."""
+        if size == self._read_size:
+            self._read_size = min(size * 2, _MAX_READ_SIZE)
+        elif self._read_size > _READ_SIZE and size < _READ_SIZE:
+            self._read_size = _READ_SIZE
+
+    async def _read_inline(self) -> bool:
+        """One read of the socket by a receiver; True if it had to wait (a schedule point)."""
+        fd = self._fd
+        assert fd is not None
+        self._reading = True
+        self._inline = True
+        self._receivers_waiting += 1
+        waited = False
         try:
-            data: bytes | bytearray = b""  # frames that came with the handshake are buffered
-            read_size = _READ_SIZE
-            while True:
-                events = core.receive_data(data)
-                if outbox.send_core_output():  # pongs, close replies (RFC 6455 5.5.2, 5.5.1)
-                    while outbox.full and not outbox.finished:
-                        await outbox.wait()  # the peer does not read our pongs: stop reading
-                for event in events:
-                    if type(event) is Message:
-                        if not outbox.closing:
-                            messages.append(event.data)
-                            self._message_lot.unpark_all()
-                    elif type(event) is MessageChunk:
-                        if not outbox.closing:  # pieces queue whole: receive() joins them
-                            messages.append(event)
-                            self._message_lot.unpark_all()
-                    elif type(event) is Pong:
-                        self._on_pong(event.payload)
-                    elif type(event) is CloseReceived:
-                        pass  # the core queued our reply; state is CLOSED
-                if core.state is ConnectionState.CLOSED:
-                    return
-                if core.failure_pending:
-                    # Let the application answer the messages before the violation first.
-                    await self._wait_drained()
-                    data = b""
-                    continue
-                while len(messages) >= max_queue and not outbox.closing:
-                    await self._space_lot.park()
-                data = await stream.receive_some(read_size)
-                if len(data) == read_size:
-                    read_size = min(read_size * 2, _MAX_READ_SIZE)
-                elif read_size > _READ_SIZE and len(data) < _READ_SIZE:
-                    read_size = _READ_SIZE
-                if not data:
-                    core.receive_eof()
-                    return
-        except _GONE:
-            core.receive_eof()
+            while self._answering and self._outbox.full and not self._outbox.finished:
+                waited = True
+                await self._outbox.wait()  # the peer does not read our pongs: stop reading
+            try:
+                data = os.read(fd, self._read_size)
+            except BlockingIOError:
+                waited = True
+                self._space_lot.unpark_all()  # (see _wait_drained)
+                await trio.lowlevel.wait_readable(fd)
+                data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            return waited  # readable, then not: try again
+        except (OSError, trio.ClosedResourceError):
+            data = b""  # reset, or closed by the run task: the end of the stream
+        finally:
+            self._reading = False
+            self._receivers_waiting -= 1
+        self._grow(len(data))
+        if data:
+            self._process(data)
+        else:
+            self._core.receive_eof()
+            self._finish()
+        return waited
+
+    def _arm_reading_check(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._check_pending = True
+            self._receives_seen = self._receives
+            timer.schedule(trio.current_time() + _HAND_BACK, self._check_reading)
+
+    def _check_reading(self, now: float) -> float | None:
+        """Timer callback: give reading back to the run task if nobody is receiving."""
+        if self._finished or not self._inline or self._receivers_waiting:
+            self._check_pending = False  # (the next receive() that returns arms it again)
+            return None
+        if self._receives != self._receives_seen:
+            self._receives_seen = self._receives
+            return now + _HAND_BACK  # receiving, between two calls
+        self._check_pending = False
+        self._hand_back()
+        return None
+
+    def _hand_back(self) -> None:
+        """The run task reads from now on."""
+        if self._inline:
+            self._inline = False
+            self._space_lot.unpark_all()
+
+    async def _read_loop(self) -> None:
+        """The run task: read whenever no receiver reads, until the connection is over."""
+        core = self._core
+        outbox = self._outbox
+        stream = self._stream
+        messages = self._messages
+        max_queue = self._options.max_queue
+        while not self._finished:
+            if self._inline or self._reading:
+                await self._space_lot.park()  # a receiver reads
+                continue
+            if self._answering and outbox.full and not outbox.finished:
+                await outbox.wait()  # the peer does not read our pongs: stop reading too
+                continue
+            if core.failure_pending:
+                # Let the application answer the messages before the violation first.
+                await self._wait_drained()
+                if not self._reading:
+                    self._process(b"")
+                continue
+            if len(messages) >= max_queue and not outbox.closing:
+                await self._space_lot.park()
+                continue
+            self._reading = True
+            try:
+                with trio.CancelScope() as scope:
+                    self._read_scope = scope
+                    data = await stream.receive_some(self._read_size)
+            except _GONE:
+                data = b""
+            finally:
+                self._reading = False
+                self._read_scope = None
+            if scope.cancelled_caught:
+                self._message_lot.unpark_all()  # a receiver took over: it may read now
+                continue
+            self._grow(len(data))
+            if data:
+                self._process(data)
+            else:
+                core.receive_eof()
+                self._finish()
 
     async def _wait_drained(self) -> None:
         """Wait until the application asked for a message after taking every queued one."""
