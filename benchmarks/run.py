@@ -1,7 +1,7 @@
 """Benchmark trio_ws against its peers on loopback; print a markdown table, write JSON.
 
-    python benchmarks/run.py            # full suite (7-8 minutes, always under 10)
-    python benchmarks/run.py --quick    # under 2 minutes
+    python benchmarks/run.py            # full suite (8-9 minutes, always under 10)
+    python benchmarks/run.py --quick    # about 2 minutes
     nox -s bench [-- --quick]           # the same in a venv with the peers installed
 
 Each server runs in its own process (benchmarks/trio_ws_server.py, benchmarks/servers/*.py,
@@ -829,7 +829,7 @@ def memory_notes(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller and shorter (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter (about 2 min)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--passes", type=int, default=0, help="interleaved passes (1 quick, 3)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per echo cell")
