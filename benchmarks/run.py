@@ -802,7 +802,10 @@ def memory_notes(
             "its server is the keepalive-off one. Message size limits stay at 32 MiB. The raw "
             "servers have neither option: '-'. The load generator answers pings. The "
             "defaults row's handshake offers no extension, so nothing is negotiated there: it "
-            "adds keepalive to the keepalive-off row; the permessage-deflate row adds the offer."
+            "adds keepalive to the keepalive-off row; the permessage-deflate row adds the offer. "
+            "No message is sent on these connections: a library that creates its zlib streams "
+            "on the first message (trio_ws, aiohttp) has not paid for them yet, one that "
+            "creates them at the handshake (websockets) has."
         )
     for variant in variants:
         cell = memory_cell(config, variant)
