@@ -4,6 +4,7 @@
     python benchmarks/loadgen.py broadcast --port N --conns 1000 --messages 200 --size 64
     python benchmarks/loadgen.py connrate --port N --count 2000 --concurrency 50
     python benchmarks/loadgen.py idle --port N --conns 2000   # driven over stdin, see run_idle
+    python benchmarks/loadgen.py idle --port N --conns 2000 --deflate  # offers permessage-deflate
 
 It prints one JSON object (the result) as its last line of standard output. Written for speed
 so that it outruns every server under test: non-blocking sockets driven by epoll directly,
@@ -35,6 +36,8 @@ from typing import Any
 #: Fixed Sec-WebSocket-Key (the RFC's example) and its accept value.
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+#: The permessage-deflate offer browsers send (Chromium, Firefox): ``idle --deflate`` only.
+DEFLATE_OFFER = b"permessage-deflate; client_max_window_bits"
 MASK_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 READ_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -76,7 +79,8 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 CLOSE_FRAME = client_frame(0x8, struct.pack("!H", 1000))
 
 
-def request_head(port: int) -> bytes:
+def request_head(port: int, *, deflate: bool = False) -> bytes:
+    extensions = b"Sec-WebSocket-Extensions: %s\r\n" % DEFLATE_OFFER if deflate else b""
     return (
         b"GET / HTTP/1.1\r\n"
         b"Host: 127.0.0.1:%d\r\n"
@@ -84,14 +88,26 @@ def request_head(port: int) -> bytes:
         b"Connection: Upgrade\r\n"
         b"Sec-WebSocket-Key: %s\r\n"
         b"Sec-WebSocket-Version: 13\r\n"
+        b"%s"
         b"\r\n"
-    ) % (port, KEY)
+    ) % (port, KEY, extensions)
+
+
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case) in a response head, joined if repeated."""
+    values = []
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            values.append(value.strip())
+    return b", ".join(values) if values else None
 
 
 class Conn:
     __slots__ = (
         "count",
         "eof",
+        "extensions",
         "fd",
         "frag",
         "got_close",
@@ -125,6 +141,7 @@ class Conn:
         self.probe = False  # a broadcast probe (1-byte message) arrived
         self.got_close = False
         self.eof = False
+        self.extensions: bytes | None = None  # Sec-WebSocket-Extensions of the 101 response
         self.wbuf: memoryview | None = None  # unsent bytes
         self.pending = False  # wbuf registered for EPOLLOUT
         self.t_sent = 0.0
@@ -132,16 +149,20 @@ class Conn:
 
 
 class Generator:
-    def __init__(self, port: int, *, raw: bool, expect: int) -> None:
+    def __init__(
+        self, port: int, *, raw: bool, expect: int, deflate: bool = False, pong: bool = False
+    ) -> None:
         self.port = port
         self.raw = raw
         self.expect = expect  # payload length of a counted message
+        self.pong = pong  # answer the server's pings (idle connections with keepalive on)
+        self.pings = 0  # pings received
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}
         self.scratch = bytearray(READ_SIZE)
         self.view = memoryview(self.scratch)
         self.errors: dict[str, int] = {}
-        self.head = request_head(port)
+        self.head = request_head(port, deflate=deflate)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -194,6 +215,9 @@ class Generator:
                     c.skip_op = b0
                     pos = n
                 break
+            if (b0 & 0x0F) == 0x9 and self.pong:
+                # A ping (at most 125 bytes: never skipped). Unmasked: raw servers never ping.
+                self.send(c, client_frame(0xA, bytes(buf[end - length : end])))
             self._frame_done(c, b0, length)
             pos = end
         if buf is c.rbuf:
@@ -206,7 +230,9 @@ class Generator:
         if op >= 8:
             if op == 8:
                 c.got_close = True
-            return  # ping or pong: keepalive is off on every server, ignore
+            elif op == 9:
+                self.pings += 1  # answered in feed() when asked to (idle), else ignored
+            return
         if not b0 & 0x80:
             c.frag += length
             return
@@ -324,6 +350,7 @@ class Generator:
                 self.fail(c, "handshake: refused")
                 return False
             c.state = OPEN
+            c.extensions = header_value(head, b"sec-websocket-extensions")
             if rest:
                 self.feed(c, memoryview(rest))
             return True
@@ -721,9 +748,13 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     Opens ``--warm`` connections (the server's first connections load code and caches that
     are not per-connection) and prints ``{"phase": "warm"}``; on a line from stdin, opens
     ``--conns`` more and prints ``{"phase": "ready"}``; on the next line (or at the timeout),
-    drops them all and prints the result.
+    drops them all and prints the result. The server's pings are answered (a server with
+    keepalive on would drop a silent client). ``--deflate`` offers permessage-deflate in the
+    handshake; ``extensions`` counts the ``--conns`` connections whose 101 response carried
+    Sec-WebSocket-Extensions (``extension_values``: the distinct values), ``pings`` the pings
+    received on all connections.
     """
-    gen = Generator(args.port, raw=args.raw, expect=-1)
+    gen = Generator(args.port, raw=args.raw, expect=-1, deflate=args.deflate, pong=True)
     deadline = perf() + args.timeout
     held: list[Conn] = []
     lost = 0
@@ -749,12 +780,23 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     conns = gen.open_many(args.conns, args.concurrency, timeout=max(1.0, deadline - perf()))
     held += conns
     opened = len(conns)
-    ready = {"phase": "ready", "opened": opened, "open_s": perf() - t0, "lost": lost}
+    values = sorted({c.extensions for c in conns if c.extensions is not None})
+    negotiated = {
+        "extensions": sum(c.extensions is not None for c in conns),
+        "extension_values": [v.decode("latin-1") for v in values[:4]],
+    }
+    ready = {
+        "phase": "ready",
+        "opened": opened,
+        "open_s": perf() - t0,
+        "lost": lost,
+        **negotiated,
+    }
     print(json.dumps(ready), flush=True)
     hold_until_told()
     for c in held:
         gen.drop(c)  # abrupt: the server is stopped next anyway
-    result = {"opened": opened, "lost": lost, **summary(gen)}
+    result = {"opened": opened, "lost": lost, "pings": gen.pings, **negotiated, **summary(gen)}
     if opened < args.conns:
         result["error"] = f"opened {opened} of {args.conns} connections"
     return result
@@ -796,6 +838,9 @@ def main() -> None:
     idle.add_argument("--warm", type=int, default=10)
     idle.add_argument("--concurrency", type=int, default=100)
     idle.add_argument("--timeout", type=float, default=60.0)
+    idle.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate as browsers do"
+    )
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})

@@ -1,7 +1,7 @@
 """Benchmark trio_ws against its peers on loopback; print a markdown table, write JSON.
 
-    python benchmarks/run.py            # full suite (7-8 minutes, always under 10)
-    python benchmarks/run.py --quick    # under 2 minutes
+    python benchmarks/run.py            # full suite (8-9 minutes, always under 10)
+    python benchmarks/run.py --quick    # about 2 minutes
     nox -s bench [-- --quick]           # the same in a venv with the peers installed
 
 Each server runs in its own process (benchmarks/trio_ws_server.py, benchmarks/servers/*.py,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class Server:
     requires: str  # module that must be importable, else the row is skipped
     raw: bool = False  # echoes masked client frames (the raw ceiling)
     default: bool = True  # run unless --servers names others
+    #: Takes ``--defaults`` (the library's own keepalive and compression); the raw servers
+    #: have neither, and their cells in the rows at defaults are "-".
+    has_defaults: bool = True
 
 
 SERVERS = [
@@ -56,13 +60,24 @@ SERVERS = [
     Server("trio-websocket", BENCH / "servers" / "peer_trio_websocket.py", "trio_websocket"),
     Server("websockets", BENCH / "servers" / "peer_websockets_asyncio.py", "websockets.asyncio"),
     Server("aiohttp", BENCH / "servers" / "peer_aiohttp.py", "aiohttp"),  # optional row
-    Server("raw ceiling", BENCH / "servers" / "raw_ceiling.py", "trio", raw=True),
+    Server(
+        "raw ceiling", BENCH / "servers" / "raw_ceiling.py", "trio", raw=True, has_defaults=False
+    ),
     # The load generator's own headroom: a server that costs next to nothing.
-    Server("raw epoll", BENCH / "servers" / "raw_epoll.py", "select", raw=True, default=False),
+    Server(
+        "raw epoll",
+        BENCH / "servers" / "raw_epoll.py",
+        "select",
+        raw=True,
+        default=False,
+        has_defaults=False,
+    ),
 ]
 SUBJECT = "trio_ws"
 BASELINES = ["trio-websocket", "websockets", "websockets.trio"]
-SCENARIOS = ["echo", "broadcast", "connrate", "memory"]
+SCENARIOS = ["echo", "broadcast", "connrate", "memory", "memory-defaults", "memory-deflate"]
+#: What the handshake of the permessage-deflate row offers (``loadgen.py idle --deflate``).
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 #: Seconds a broadcast may take to deliver everything before the missing ones are counted.
 BROADCAST_TIMEOUT = 40
 
@@ -129,14 +144,18 @@ def port_accepts(port: int) -> bool:
 class ServerProcess:
     """A server under test in its own process; ``stop()`` kills it (always call it)."""
 
-    def __init__(self, server: Server, mode: str, cpu: int | None) -> None:
+    def __init__(
+        self, server: Server, mode: str, cpu: int | None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.server = server
         self.port = free_port()
         self.log = open(os.devnull, "w")  # noqa: SIM115 - closed in stop()
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = LOGS / f"{server.name.replace(' ', '_')}-{mode}.stderr"
+        suffix = "".join(f"-{arg.lstrip('-')}" for arg in extra)
+        self.stderr_path = LOGS / f"{server.name.replace(' ', '_')}-{mode}{suffix}.stderr"
         self.stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, str(server.script), "--port", str(self.port), "--mode", mode]
+        cmd += extra
         self.proc = subprocess.Popen(
             cmd, stdout=self.log, stderr=self.stderr, stdin=subprocess.DEVNULL
         )
@@ -195,8 +214,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(server: Server, mode: str, config: Config) -> Iterator[ServerProcess]:
-    proc = ServerProcess(server, mode, config.server_cpu)
+def running(
+    server: Server, mode: str, config: Config, extra: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    proc = ServerProcess(server, mode, config.server_cpu, extra)
     try:
         proc.wait_ready()
         yield proc
@@ -376,13 +397,64 @@ def _settled_rss(proc: ServerProcess, timeout: float = 3.0) -> int:
     return last
 
 
-def run_memory(server: Server, config: Config) -> dict[str, dict[str, Any]]:
-    key = f"memory {config.memory_conns} idle"
+@dataclass(frozen=True)
+class MemoryVariant:
+    """One idle-memory scenario: what the servers run with, what the handshake offers."""
+
+    scenario: str
+    suffix: str  # of the cell name, after "memory N idle"
+    label: str  # of the table row, after "memory N idle KiB/conn"
+    server_args: tuple[str, ...] = ()
+    loadgen_args: tuple[str, ...] = ()
+    deflate: bool = False  # the row is only meaningful where the extension was negotiated
+
+
+MEMORY_VARIANTS = {
+    variant.scenario: variant
+    for variant in (
+        # Keepalive off, no extension offered: unchanged since the first runs, so that results
+        # stay comparable.
+        MemoryVariant("memory", "", ""),
+        # Each library's own keepalive and compression; the handshake offers no extension.
+        MemoryVariant(
+            "memory-defaults", ", defaults", ", defaults (keepalive on)", ("--defaults",)
+        ),
+        # The same servers, and the handshake offers permessage-deflate as browsers do.
+        MemoryVariant(
+            "memory-deflate",
+            ", deflate offered",
+            ", permessage-deflate negotiated",
+            ("--defaults",),
+            ("--deflate",),
+            deflate=True,
+        ),
+    )
+}
+
+
+def memory_cell(config: Config, variant: MemoryVariant) -> str:
+    return f"memory {config.memory_conns} idle{variant.suffix}"
+
+
+def run_memory(
+    server: Server, config: Config, variant: MemoryVariant = MEMORY_VARIANTS["memory"]
+) -> dict[str, dict[str, Any]]:
+    key = memory_cell(config, variant)
     result: dict[str, Any]
+    if variant.server_args and not server.has_defaults:
+        return {key: {"not_applicable": "no keepalive or compression of its own"}}
     try:
-        with running(server, "echo", config) as proc:
+        with running(server, "echo", config, variant.server_args) as proc:
             cmd = loadgen_cmd(
-                "idle", proc.port, server, config, "--conns", config.memory_conns, "--timeout", 60
+                "idle",
+                proc.port,
+                server,
+                config,
+                "--conns",
+                config.memory_conns,
+                "--timeout",
+                60,
+                *variant.loadgen_args,
             )
             gen = subprocess.Popen(
                 cmd,
@@ -417,7 +489,23 @@ def run_memory(server: Server, config: Config) -> dict[str, dict[str, Any]]:
                     "open_s": ready.get("open_s"),
                     "errors": final.get("errors", {}),
                     "lost": ready.get("lost"),  # dropped by the server while held
+                    # Pings the server sent (answered) until it was stopped.
+                    "pings": final.get("pings"),
+                    # Connections whose 101 carried Sec-WebSocket-Extensions, and its values.
+                    "extensions": ready.get("extensions"),
+                    "extension_values": ready.get("extension_values"),
                 }
+                if variant.deflate:
+                    result["offered"] = DEFLATE_OFFER
+                    negotiated = int(ready.get("extensions") or 0)
+                    if not negotiated:
+                        # The server ignored the offer: its figure is not a deflate figure.
+                        result["not_negotiated"] = True
+                    elif negotiated < opened:
+                        result["error"] = (
+                            f"permessage-deflate negotiated on {negotiated} of {opened} "
+                            "connections only"
+                        )
                 if final.get("error"):
                     result["error"] = final["error"]
                 if not alive:
@@ -436,11 +524,14 @@ def run_memory(server: Server, config: Config) -> dict[str, dict[str, Any]]:
     return {key: result}
 
 
-RUNNERS = {
+RUNNERS: dict[str, Callable[[Server, Config], dict[str, dict[str, Any]]]] = {
     "echo": run_echo,
     "broadcast": run_broadcast,
     "connrate": run_connrate,
-    "memory": run_memory,
+    **{
+        name: functools.partial(run_memory, variant=variant)
+        for name, variant in MEMORY_VARIANTS.items()
+    },
 }
 
 
@@ -478,19 +569,28 @@ def rows_for(config: Config) -> list[Row]:
         key = f"connect+close {config.connrate_count}"
         rows.append(Row(f"{key} conn/s", key, "conn_per_s", True, "/s"))
         rows.append(Row(f"{key} server CPU µs/conn", key, "server_us_per_conn", False, "µs"))
-    if "memory" in config.scenarios:
-        key = f"memory {config.memory_conns} idle"
-        rows.append(Row(f"{key} KiB/conn", key, "kib_per_conn", False, "KiB"))
+    for name, variant in MEMORY_VARIANTS.items():
+        if name in config.scenarios:
+            key = memory_cell(config, variant)
+            label = f"memory {config.memory_conns} idle KiB/conn{variant.label}"
+            rows.append(Row(label, key, "kib_per_conn", False, "KiB"))
     return rows
 
 
 def aggregate(passes: list[dict[str, Any]], row: Row) -> tuple[float | None, bool]:
     """Best pass for throughput and latency (noise only slows down); median for memory.
 
-    Passes with an error do not count; passes with missing broadcast deliveries count only
-    when no pass is complete, and then the second value is True (the figure is flagged).
+    Passes with an error do not count, nor those where the row does not apply (a raw server
+    at "defaults", a server that did not negotiate the offered extension); passes with missing
+    broadcast deliveries count only when no pass is complete, and then the second value is
+    True (the figure is flagged).
     """
-    usable = [p for p in passes if not p.get("error") and p.get(row.metric) is not None]
+    usable = [
+        p
+        for p in passes
+        if not (p.get("error") or p.get("not_applicable") or p.get("not_negotiated"))
+        and p.get(row.metric) is not None
+    ]
     complete = [p for p in usable if not p.get("missing")]
     values = [float(p[row.metric]) for p in (complete or usable)]
     incomplete = not complete and bool(usable)
@@ -523,6 +623,17 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _cell_without_value(passes: list[dict[str, Any]]) -> str:
+    """What a cell without a figure shows: why there is none."""
+    if passes and all(p.get("not_applicable") for p in passes):
+        return "-"
+    if _cell_error(passes):
+        return "error"
+    if passes and any(p.get("not_negotiated") for p in passes):
+        return "not negotiated"
+    return "n/a"
+
+
 def _cell_error(passes: list[dict[str, Any]]) -> str | None:
     errors = [p.get("error") for p in passes]
     if passes and all(errors):
@@ -547,16 +658,18 @@ def build_tables(
     full = ["| scenario | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
     for row in rows:
         values: dict[str, float | None] = {}
+        texts: dict[str, str] = {}
         cells = []
         for name in names:
             passes = results.get(name, {}).get(row.cell, [])
             value, incomplete = aggregate(passes, row)
             values[name] = value
             if value is None:
-                cells.append("error" if _cell_error(passes) else "n/a")
+                texts[name] = _cell_without_value(passes)
             else:
-                cells.append(_fmt(value) + (" †" if incomplete else ""))
+                texts[name] = _fmt(value) + (" †" if incomplete else "")
                 flagged = flagged or incomplete
+            cells.append(texts[name])
         arrow = "↑" if row.higher_is_better else "↓"
         absolute.append(f"| {row.label} {arrow} | " + " | ".join(cells) + " |")
         row_ratios: dict[str, dict[str, float | None]] = {}
@@ -577,6 +690,7 @@ def build_tables(
             "metric": row.metric,
             "higher_is_better": row.higher_is_better,
             "values": values,
+            "cells": texts,  # as in the table: "-" (does not apply), "not negotiated", ...
             "ratios": row_ratios,
         }
     parts = ["### Absolute (best of passes; memory: median)", "", *absolute]
@@ -607,7 +721,9 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def notes(results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str]) -> list[str]:
+def notes(
+    results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str], config: Config
+) -> list[str]:
     """Errors, missing deliveries, and the load generator's headroom."""
     out: list[str] = []
     for name in names:
@@ -636,6 +752,7 @@ def notes(results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str])
                         f"- {name}, {cell}, pass {i + 1}: the server got {util:.0%} of a CPU "
                         "(starved by other processes?)"
                     )
+    out += memory_notes(results, names, config)
     # The load generator must outrun every server: the raw ceiling (no WebSocket work) must be
     # faster than every real server, and the generator must have CPU to spare.
     ceiling = "raw ceiling"
@@ -666,9 +783,56 @@ def notes(results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str])
     return out
 
 
+def memory_notes(
+    results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str], config: Config
+) -> list[str]:
+    """What the idle-memory rows at defaults ran with, and what each handshake negotiated."""
+    out: list[str] = []
+    variants = [
+        v for v in MEMORY_VARIANTS.values() if v.server_args and v.scenario in config.scenarios
+    ]
+    if variants:
+        out.append(
+            "- memory rows at defaults: each server started with `--defaults`, keepalive and "
+            "compression as the library sets them by default: trio_ws `WebSocketOptions()` "
+            "(pings every 20 s, 20 s pong timeout, permessage-deflate accepted); websockets and "
+            'websockets.trio `ping_interval=20, ping_timeout=20, compression="deflate"`; '
+            "aiohttp `WebSocketResponse()`: `heartbeat=None` by default, so no keepalive pings, "
+            "`compress=True`; trio-websocket has no keepalive or compression of its own, so "
+            "its server is the keepalive-off one. Message size limits stay at 32 MiB. The raw "
+            "servers have neither option: '-'. The load generator answers pings. The "
+            "defaults row's handshake offers no extension, so nothing is negotiated there: it "
+            "adds keepalive to the keepalive-off row; the permessage-deflate row adds the offer. "
+            "No message is sent on these connections: a library that creates its zlib streams "
+            "on the first message (trio_ws, aiohttp) has not paid for them yet, one that "
+            "creates them at the handshake (websockets) has."
+        )
+    for variant in variants:
+        cell = memory_cell(config, variant)
+        for name in names:
+            for i, p in enumerate(results.get(name, {}).get(cell, [])):
+                if p.get("error") or p.get("not_applicable"):
+                    continue
+                where = f"{name}, {cell}, pass {i + 1}"
+                ext, conns = p.get("extensions") or 0, p.get("conns")
+                if variant.deflate:
+                    values = "; ".join(p.get("extension_values") or [])
+                    out.append(
+                        f"- {where}: Sec-WebSocket-Extensions in {ext} of {conns} 101 responses"
+                        + (f" ({values})" if values else " (not negotiated: no figure given)")
+                    )
+                elif ext:
+                    out.append(f"- {where}: {ext} of {conns} 101 responses had an extension")
+                if p.get("pings"):
+                    out.append(f"- {where}: {p['pings']} pings received (answered) while held")
+                if p.get("lost"):
+                    out.append(f"- {where}: {p['lost']} connections dropped by the server")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller and shorter (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter (about 2 min)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--passes", type=int, default=0, help="interleaved passes (1 quick, 3)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per echo cell")
@@ -763,7 +927,7 @@ def main() -> None:
     load_after = os.getloadavg()
     names = config.servers
     table, summary = build_tables(results, config, names)
-    note_lines = notes(results, names) + ([budget_note] if budget_note else [])
+    note_lines = notes(results, names, config) + ([budget_note] if budget_note else [])
     end_state = _git_state()
     if len({*pass_states, end_state}) > 1:
         note_lines.append(
@@ -782,7 +946,12 @@ def main() -> None:
         f"Broadcast: {config.broadcast_clients} clients, one sends "
         f"{config.broadcast_messages} x {config.broadcast_size} B at once, every client "
         f"(sender included) must get all. Connect+close: {config.connrate_concurrency} at a "
-        f"time. Load average (1 min) before/after: {load_before[0]:.2f}/{load_after[0]:.2f}. "
+        f"time. Memory: (server VmRSS after - before) / {config.memory_conns} idle "
+        "connections opened after 10 warm-up ones; keepalive off, no extension offered, except "
+        "in the rows at defaults (each library's keepalive and compression, see the notes), "
+        "where the permessage-deflate row's handshake offers `permessage-deflate; "
+        "client_max_window_bits` as browsers do. "
+        f"Load average (1 min) before/after: {load_before[0]:.2f}/{load_after[0]:.2f}. "
         f"Versions: {_versions()}; trio_ws at {git_state}."
     )
     markdown = "\n\n".join([header, table, "### Notes\n\n" + ("\n".join(note_lines) or "- none")])
@@ -814,6 +983,8 @@ def main() -> None:
 def _brief(result: dict[str, Any]) -> str:
     if result.get("error"):
         return f"ERROR {result['error']}"
+    if result.get("not_applicable"):
+        return f"- ({result['not_applicable']})"
     for key, unit in (
         ("msg_per_s", "msg/s"),
         ("deliveries_per_s", "deliveries/s"),
@@ -826,6 +997,9 @@ def _brief(result: dict[str, Any]) -> str:
                 extra = f"  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms"
             if key == "deliveries_per_s":
                 extra = f"  fan-out {result['fanout_ms']:.0f} ms  missing {result['missing']}"
+            if key == "kib_per_conn" and result.get("offered"):
+                extra = f"  extension in {result['extensions']}/{result.get('conns')} 101s"
+                extra += "  (NOT NEGOTIATED)" if result.get("not_negotiated") else ""
             util = result.get("gen_cpu_util")
             srv = result.get("server_cpu_util")
             cpu = f"  [gen {util:.0%}" if util is not None else ""

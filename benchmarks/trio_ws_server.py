@@ -1,11 +1,14 @@
 """trio_ws server under benchmark: ``--mode echo`` or ``--mode broadcast``.
 
     python benchmarks/trio_ws_server.py --port 9001 --mode echo|broadcast [--host 127.0.0.1]
+    python benchmarks/trio_ws_server.py --port 9001 --mode echo --defaults
 
 echo: every message goes back to its sender. broadcast: every message received from any
 client goes to every connected client (the sender included) through one ``trio_ws.Room``;
 nothing else is sent. Keepalive pings are off and messages up to 32 MiB are accepted, as for
-every server of the suite (benchmarks/servers/).
+every server of the suite (benchmarks/servers/). ``--defaults``: keepalive and compression as
+``trio_ws.WebSocketOptions()`` sets them (pings every 20 s, 20 s pong timeout,
+permessage-deflate accepted), messages still up to 32 MiB.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import trio
 import trio_ws
 
 OPTIONS = trio_ws.WebSocketOptions(ping_interval=None, max_message_size=2**25)
+DEFAULTS = trio_ws.WebSocketOptions(max_message_size=2**25)
 
 
 async def echo(request: trio_ws.WebSocketRequest) -> None:
@@ -39,9 +43,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    parser.add_argument(
+        "--defaults", action="store_true", help="trio_ws's default keepalive and compression"
+    )
     args = parser.parse_args()
     handler = echo if args.mode == "echo" else functools.partial(broadcast, trio_ws.Room())
-    serve = functools.partial(trio_ws.serve_websocket, options=OPTIONS)
+    options = DEFAULTS if args.defaults else OPTIONS
+    serve = functools.partial(trio_ws.serve_websocket, options=options)
     print(f"trio_ws {args.mode} server on ws://{args.host}:{args.port}/", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, handler, args.host, args.port)

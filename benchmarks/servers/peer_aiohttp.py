@@ -1,9 +1,11 @@
 """aiohttp's WebSocket server under benchmark (optional row).
 
-    python benchmarks/servers/peer_aiohttp.py --port N --mode echo|broadcast
+    python benchmarks/servers/peer_aiohttp.py --port N --mode echo|broadcast [--defaults]
 
 Any path upgrades; no heartbeat, no compression, messages up to 32 MiB. Broadcast is a loop
-over the clients with ``send_bytes``/``send_str``.
+over the clients with ``send_bytes``/``send_str``. ``--defaults``: ``WebSocketResponse``'s
+own heartbeat and compression (``heartbeat=None``: no pings; ``compress=True``:
+permessage-deflate accepted), messages still up to 32 MiB.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 
-def make_app(mode: str) -> web.Application:
+def make_app(mode: str, defaults: bool = False) -> web.Application:
     clients: set[web.WebSocketResponse] = set()
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=2**25, compress=False)
+        if defaults:
+            ws = web.WebSocketResponse(max_msg_size=2**25)
+        else:
+            ws = web.WebSocketResponse(heartbeat=None, max_msg_size=2**25, compress=False)
         await ws.prepare(request)
         clients.add(ws)
         try:
@@ -47,11 +52,18 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    parser.add_argument(
+        "--defaults", action="store_true", help="aiohttp's default heartbeat and compression"
+    )
     args = parser.parse_args()
     print(f"aiohttp {args.mode} server on ws://{args.host}:{args.port}/", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
-            make_app(args.mode), host=args.host, port=args.port, print=None, access_log=None
+            make_app(args.mode, args.defaults),
+            host=args.host,
+            port=args.port,
+            print=None,
+            access_log=None,
         )
 
 

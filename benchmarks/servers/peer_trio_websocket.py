@@ -1,9 +1,10 @@
 """trio-websocket under benchmark.
 
-    python benchmarks/servers/peer_trio_websocket.py --port N --mode echo|broadcast
+    python benchmarks/servers/peer_trio_websocket.py --port N --mode echo|broadcast [--defaults]
 
 trio-websocket sends no keepalive pings of its own and negotiates no compression; messages up
 to 32 MiB. Broadcast is its idiom: a loop over the clients with ``send_message``.
+``--defaults`` is accepted like every server's and changes nothing: these are its defaults.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    parser.add_argument(
+        "--defaults", action="store_true", help="accepted; its defaults are what runs anyway"
+    )
     args = parser.parse_args()
     handler = echo if args.mode == "echo" else functools.partial(fan_out, set())
     run = functools.partial(
