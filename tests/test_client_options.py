@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -139,3 +140,32 @@ async def test_proxy_refusal_is_a_handshake_error() -> None:
                     pass
             assert refused.value.status == 407
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["opening-handshake", "tls-handshake"])
+async def test_a_connect_timeout_says_which_step_it_cut_short(tls: bool) -> None:
+    """A server that accepts TCP and then says nothing: TooSlowError names the step."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    held: list[trio.abc.Stream] = []
+
+    async def mute() -> None:
+        held.append(await listener.accept())
+
+    ssl_context = ssl.create_default_context() if tls else None
+    with trio.fail_after(10):
+        async with listener, trio.open_nursery() as nursery:
+            nursery.start_soon(mute)
+            with pytest.raises(trio.TooSlowError) as timed_out:
+                async with trio_ws.open_websocket(
+                    "127.0.0.1", port, ssl_context=ssl_context, connect_timeout=0.3
+                ):
+                    pass
+            for stream in held:
+                await stream.aclose()
+    message = str(timed_out.value)
+    assert "connect_timeout (0.3 s) passed" in message
+    if tls:
+        assert f"in the TLS handshake with 127.0.0.1:{port}" in message
+    else:
+        assert f"waiting for 127.0.0.1:{port} to answer the opening handshake" in message

@@ -75,7 +75,10 @@ async def _connect(
     host, resource = ascii_host(host), quote_target(resource)  # ValueError before connecting
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
-    with trio.fail_after(connect_timeout):
+    # One deadline for the three steps; a timeout says which step it cut short.
+    where = f"{host}:{port}" if unix_socket is None else unix_socket
+    step = f"connecting to {where}" + (f" through the proxy {proxy}" if proxy else "")
+    with trio.move_on_after(connect_timeout) as deadline:
         stream: trio.abc.Stream
         if unix_socket is not None:
             stream = await trio.open_unix_socket(unix_socket)
@@ -84,9 +87,12 @@ async def _connect(
         else:
             stream = await trio.open_tcp_stream(host, port)
         try:
-            if isinstance(ssl_context, ssl.SSLContext):
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
             secure = isinstance(ssl_context, ssl.SSLContext)
+            if isinstance(ssl_context, ssl.SSLContext):
+                step = f"in the TLS handshake with {where}"
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                await stream.do_handshake()
+            step = f"waiting for {where} to answer the opening handshake"
             return await client_handshake(
                 stream,
                 _host_header(host, port, secure),
@@ -98,6 +104,8 @@ async def _connect(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+    assert deadline.cancelled_caught
+    raise trio.TooSlowError(f"connect_timeout ({connect_timeout:g} s) passed while {step}")
 
 
 async def client_handshake(
@@ -178,7 +186,9 @@ async def open_websocket(
     ``proxy`` (``http://[user:pass@]host:port``) tunnels through an HTTP proxy with CONNECT.
     A non-ASCII ``host`` is IDNA-encoded and ``resource`` (path and query, starting with
     ``/``) is percent-encoded where a URI needs it, as by ``open_websocket_url()``; a host
-    or resource that cannot be used raises ``ValueError`` before connecting.
+    or resource that cannot be used raises ``ValueError`` before connecting. Connecting,
+    TLS and the opening handshake share ``connect_timeout`` seconds; past it,
+    ``trio.TooSlowError`` names the step that was cut short.
     """
     conn = await _connect(
         host,
