@@ -708,8 +708,10 @@ class WebSocketConnection:
                 waited = True
                 await self._outbox.wait()  # the peer does not read our pongs: stop reading
             try:
-                data = os.read(fd, self._read_size)
+                data: bytes | None = os.read(fd, self._read_size)
             except BlockingIOError:
+                data = None  # (waiting outside the except block: no exception kept alive)
+            if data is None:
                 waited = True
                 self._space_lot.unpark_all()  # (see _wait_drained)
                 await trio.lowlevel.wait_readable(fd)
