@@ -123,11 +123,10 @@ class WebSocketRequest:
             request=self._request,
             response_headers=self._core.response_headers,
             timer=self._timer,
-            nursery=self._nursery,
         )
         self.connection = conn
         self._connections.add(conn)
-        self._nursery.start_soon(conn.run)
+        conn.start(self._nursery)
         return conn
 
     @property

@@ -130,7 +130,9 @@ class WebSocketConnection:
         "_request",
         "_response_headers",
         "_space_lot",
+        "_started",
         "_stream",
+        "_task_running",
         "_timer",
     )
 
@@ -143,7 +145,6 @@ class WebSocketConnection:
         request: Request,
         response_headers: Headers,
         timer: Timer | None = None,
-        nursery: trio.Nursery | None = None,
     ) -> None:
         self._stream = stream
         self._core = core
@@ -168,9 +169,7 @@ class WebSocketConnection:
         self._close_deadline = float("inf")
         self._close_callbacks: dict[object, Callable[[], object]] = {}
         self._timer = timer
-        # Where the writer runs: the caller's nursery (one nursery less per connection), or
-        # one that run() opens (which also runs a keepalive timer of our own).
-        self._nursery = nursery
+        self._nursery: trio.Nursery | None = None  # where its tasks run (start())
         self._keepalive_ping: bytes | None = None
         self._keepalive_sent = float("-inf")
         # Why we ended the connection without a closing handshake (keepalive timeout).
@@ -185,6 +184,8 @@ class WebSocketConnection:
         self._receives = 0  # messages taken
         self._receives_seen = 0  # ... when the reading check was armed
         self._check_pending = False  # a reading check is on the timer
+        self._started = False  # start() was called
+        self._task_running = False  # the connection's task (see _task) is running
 
     # Properties -------------------------------------------------------------------------------
 
@@ -424,7 +425,7 @@ class WebSocketConnection:
                 self._process(b"")  # the messages before a violation were all taken: fail now
                 continue
             if self._fd is not None and not self._outbox.closing:
-                if not self._reading and self._cancel_scope is not None:  # run() started
+                if not self._reading and self._started:
                     waited = await self._read_inline() or waited
                     continue
                 if self._read_scope is not None:
@@ -581,39 +582,63 @@ class WebSocketConnection:
         Only needed after ``client_handshake()``: the server, ``open_websocket()`` and
         ``connect_websocket()`` run their connections themselves.
         """
-        try:
-            with trio.CancelScope(deadline=self._close_deadline) as scope:
-                self._cancel_scope = scope
-                if self._nursery is not None:
-                    await self._serve(self._nursery)
-                else:
-                    async with trio.open_nursery() as nursery:
-                        await self._serve(nursery)
-                        nursery.cancel_scope.cancel()  # a keepalive timer of our own
-                await self._linger()
-        finally:
-            self._finish()
-            self._outbox.finish()
-            self._done.set()
-            # (This also ends a writer in the caller's nursery that is still blocked.)
-            await trio.aclose_forcefully(self._stream)
+        async with trio.open_nursery() as nursery:
+            self.start(nursery)
+            await self._done.wait()
+            nursery.cancel_scope.cancel()  # a timer of our own
 
-    async def _serve(self, nursery: trio.Nursery) -> None:
-        """Read until the connection is over, then write what is left, within close_timeout."""
+    def start(self, nursery: trio.Nursery) -> None:
+        """Run the connection in ``nursery``, with tasks only while they are needed.
+
+        Receivers read the socket themselves; a task reads for the connection only while
+        nobody receives, and closes it at the end (RFC 6455 section 7). ``nursery`` must
+        outlive the connection. The server calls this for each connection it accepts.
+        """
+        if self._started:
+            raise RuntimeError("this connection is running already")
+        self._nursery = nursery
+        self._started = True
         self._outbox.start(nursery)
         self._start_timer(nursery)
         self._process(b"")  # frames that came with the handshake
         if self._fd is not None and self._timer is not None and not self._outbox.closing:
-            self._inline = True  # receivers read; the run task only if nobody does
+            self._inline = True  # receivers read; a task only if nobody does
             self._arm_reading_check()
-            self._message_lot.unpark_all()  # receive() called before we ran: it reads now
-        await self._read_loop()
-        if self._core.failure is not None:
-            logger.info("connection with %s failed: %s", self.remote, self._core.failure)
-        self._finish()
-        self._arm_deadline(trio.current_time() + self._options.close_timeout)
-        await self._outbox.flush()  # our close frame included
-        self._outbox.finish()
+            self._message_lot.unpark_all()  # receive() called before we started: it reads now
+        else:
+            self._spawn_task()
+
+    def _spawn_task(self) -> None:
+        """Start the connection's task, if it is not running (and we were started)."""
+        if not self._task_running and self._nursery is not None and self._started:
+            self._task_running = True
+            self._nursery.start_soon(self._task)
+
+    async def _task(self) -> None:
+        """Read while no receiver does; once the connection is over, write what is left and
+        close the stream, within close_timeout."""
+        taken_over = False
+        try:
+            with trio.CancelScope(deadline=self._close_deadline) as scope:
+                self._cancel_scope = scope
+                if not await self._read_loop():
+                    taken_over = True  # a receiver reads now: this task is not needed
+                    return
+                if self._core.failure is not None:
+                    logger.info("connection with %s failed: %s", self.remote, self._core.failure)
+                self._arm_deadline(trio.current_time() + self._options.close_timeout)
+                await self._outbox.flush()  # our close frame included
+                self._outbox.finish()
+                await self._linger()
+        finally:
+            self._cancel_scope = None
+            self._task_running = False
+            if not taken_over:
+                self._finish()
+                self._outbox.finish()
+                self._done.set()
+                # (This also ends a writer that is still blocked.)
+                await trio.aclose_forcefully(self._stream)
 
     def _start_timer(self, nursery: trio.Nursery) -> None:
         """Keepalive and reading checks run on the server's timer, else on one of our own."""
@@ -651,6 +676,7 @@ class WebSocketConnection:
             self._core.receive_eof()
         self._finished = True
         self._fd = None  # never read a descriptor that may be closed and reused
+        self._spawn_task()  # it writes what is left and closes the stream
         self._message_lot.unpark_all()
         self._space_lot.unpark_all()
         for event in self._pings.values():
@@ -723,6 +749,8 @@ class WebSocketConnection:
         finally:
             self._reading = False
             self._receivers_waiting -= 1
+            if not self._inline:
+                self._space_lot.unpark_all()  # the connection's task waits to read
         self._grow(len(data))
         if data:
             self._process(data)
@@ -751,21 +779,23 @@ class WebSocketConnection:
         return None
 
     def _hand_back(self) -> None:
-        """The run task reads from now on."""
-        if self._inline:
-            self._inline = False
-            self._space_lot.unpark_all()
+        """The connection's task reads from now on."""
+        self._inline = False
+        self._spawn_task()
+        self._space_lot.unpark_all()
 
-    async def _read_loop(self) -> None:
-        """The run task: read whenever no receiver reads, until the connection is over."""
+    async def _read_loop(self) -> bool:
+        """Read until the connection is over (True) or a receiver takes over (False)."""
         core = self._core
         outbox = self._outbox
         stream = self._stream
         messages = self._messages
         max_queue = self._options.max_queue
         while not self._finished:
-            if self._inline or self._reading:
-                await self._space_lot.park()  # a receiver reads
+            if self._inline:
+                return False
+            if self._reading:
+                await self._space_lot.park()  # a receiver's read ends first
                 continue
             if self._answering and outbox.full and not outbox.finished:
                 await outbox.wait()  # the peer does not read our pongs: stop reading too
@@ -798,6 +828,7 @@ class WebSocketConnection:
             else:
                 core.receive_eof()
                 self._finish()
+        return True
 
     async def _wait_drained(self) -> None:
         """Wait until the application asked for a message after taking every queued one."""
