@@ -3,6 +3,7 @@
     python benchmarks/profile_server.py                      # trio_ws, 32 B, 64 connections, 5 s
     python benchmarks/profile_server.py --size 16384 --conns 1 --server websockets
     python benchmarks/profile_server.py --mode broadcast --conns 1000 --size 64
+    python benchmarks/profile_server.py --mode connrate --conns 50    # connect+close
 
 The server runs under ``py-spy record --format raw`` (py-spy starts it: attaching to a running
 process does not work on every machine), the load generator drives it from another process,
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--server", default="trio_ws", choices=[s.name for s in bench.SERVERS])
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--conns", type=int, default=64)
-    parser.add_argument("--mode", choices=["echo", "broadcast"], default="echo")
+    parser.add_argument("--mode", choices=["echo", "broadcast", "connrate"], default="echo")
     parser.add_argument("--messages", type=int, default=200, help="broadcast: messages sent")
     parser.add_argument(
         "--duration", type=float, default=5.0, help="echo: seconds; broadcast: timeout"
@@ -145,7 +146,7 @@ def main() -> None:
         "--port",
         str(port),
         "--mode",
-        args.mode,
+        "echo" if args.mode == "connrate" else args.mode,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     children: list[int] = []
@@ -172,6 +173,9 @@ def main() -> None:
         if args.mode == "echo":
             gen_cmd += ["--conns", str(args.conns), "--size", str(args.size)]
             gen_cmd += ["--duration", str(args.duration)]
+        elif args.mode == "connrate":  # connect, handshake, close: --conns at a time
+            gen_cmd[2] = "connrate"
+            gen_cmd += ["--count", str(int(args.duration * 1000)), "--concurrency", str(args.conns)]
         else:
             gen_cmd[2] = "broadcast"
             gen_cmd += ["--conns", str(args.conns), "--size", str(args.size)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
@@ -49,8 +50,9 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 _READ_SIZE = 64 * 1024
 _MAX_READ_SIZE = 1024 * 1024
 
-#: Seconds after the last receive() before the connection's own task reads the socket again
-#: (to answer pings and close frames for an application that stopped receiving).
+#: Seconds (between one and two of them) after the last receive() before the connection's own
+#: task reads the socket again (to answer pings and close frames for an application that
+#: stopped receiving).
 _HAND_BACK = 0.1
 
 
@@ -764,7 +766,9 @@ class WebSocketConnection:
         if timer is not None:
             self._check_pending = True
             self._receives_seen = self._receives
-            timer.schedule(trio.current_time() + _HAND_BACK, self._check_reading)
+            # Rounded up to a multiple of _HAND_BACK: checks due together take one timer wake.
+            due = (math.floor(trio.current_time() / _HAND_BACK) + 2) * _HAND_BACK
+            timer.schedule(due, self._check_reading)
 
     def _check_reading(self, now: float) -> float | None:
         """Timer callback: give reading back to the run task if nobody is receiving."""
