@@ -202,7 +202,7 @@ async def open_websocket(
         unix_socket,
         proxy,
     )
-    async with _running(conn) as running:
+    async with running_block(conn) as running:
         yield running
 
 
@@ -214,8 +214,10 @@ async def _run_shielded(conn: WebSocketConnection) -> None:
 
 
 @asynccontextmanager
-async def _running(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnection]:
-    """Run ``conn``'s tasks for the block, then close it (see ``open_websocket``)."""
+async def running_block(conn: WebSocketConnection) -> AsyncIterator[WebSocketConnection]:
+    """Run ``conn`` for the block, then close it: 1000, 1001 if cancelled, 1011 if it raised,
+    the block's exception unwrapped (see ``open_websocket``; ``trio_ws.testing`` uses it too).
+    """
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         # Shielded: a cancelled block still gets its closing handshake (bounded by
@@ -298,7 +300,7 @@ async def open_websocket_url(
                 raise _refused(exc, f"too many redirects (more than {max_redirects})") from None
             url, headers = _follow(url, headers, location, exc)
             continue
-        async with _running(conn) as running:
+        async with running_block(conn) as running:
             yield running
         return
 

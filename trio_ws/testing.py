@@ -30,7 +30,7 @@ import h11
 import trio
 import trio.testing
 
-from ._client import _running, client_handshake
+from ._client import client_handshake, running_block
 from ._errors import ConnectionClosed, HandshakeError
 from ._handshake import HeaderList, quote_target
 from ._headers import Headers
@@ -188,7 +188,7 @@ class MemoryServer:
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        async with _running(ws) as running:  # open_websocket()'s own block handling
+        async with running_block(ws) as running:  # open_websocket()'s own block handling
             yield running
 
     async def get(self, target: str = "/", *, headers: HeaderList = ()) -> HTTPResponse:
