@@ -169,3 +169,30 @@ async def test_a_connect_timeout_says_which_step_it_cut_short(tls: bool) -> None
         assert f"in the TLS handshake with 127.0.0.1:{port}" in message
     else:
         assert f"waiting for 127.0.0.1:{port} to answer the opening handshake" in message
+
+
+@pytest.mark.parametrize("keepalive", [True, False])
+async def test_connect_websocket_leaves_nothing_in_the_nursery_after_aclose(
+    keepalive: bool,
+) -> None:
+    """The connection's tasks (its own keepalive timer included) end with it, so the
+    caller's nursery exits once the connection is closed."""
+
+    async def echo(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        async for message in ws:
+            await ws.send(message)
+
+    options = trio_ws.WebSocketOptions(ping_interval=20.0 if keepalive else None)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            server = await outer.start(trio_ws.serve_websocket, echo, "127.0.0.1", 0)
+            async with trio.open_nursery() as nursery:
+                ws = await trio_ws.connect_websocket(
+                    nursery, "127.0.0.1", server.port, options=options
+                )
+                await ws.send("hi")
+                assert await ws.receive() == "hi"
+                await ws.aclose()
+            assert ws.close_code == 1000
+            await server.aclose()

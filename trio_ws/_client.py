@@ -56,7 +56,7 @@ async def connect_websocket(
         connect_timeout,
         unix_socket,
     )
-    nursery.start_soon(conn.run)
+    conn.start(nursery)
     return conn
 
 
@@ -120,8 +120,9 @@ async def client_handshake(
     """Run the client's opening handshake on a connected ``stream`` (TCP, TLS, Unix, memory).
 
     ``host`` is the ``Host`` header value. The returned connection is not running yet: start
-    ``nursery.start_soon(conn.run)``, and close it with ``aclose()``. Raises
-    ``HandshakeError`` if the server refuses; the stream is then the caller's to close.
+    it with ``conn.start(nursery)`` (or ``nursery.start_soon(conn.run)``), and close it with
+    ``aclose()``. Raises ``HandshakeError`` if the server refuses; the stream is then the
+    caller's to close.
     Characters that a URI cannot hold in ``resource`` (path and query) are sent as UTF-8,
     percent-encoded (RFC 3987 section 3.1); ``ValueError`` if it does not start with ``/``.
     """

@@ -136,6 +136,7 @@ class WebSocketConnection:
         "_stream",
         "_task_running",
         "_timer",
+        "_timer_scope",
     )
 
     def __init__(
@@ -188,6 +189,7 @@ class WebSocketConnection:
         self._check_pending = False  # a reading check is on the timer
         self._started = False  # start() was called
         self._task_running = False  # the connection's task (see _task) is running
+        self._timer_scope: trio.CancelScope | None = None  # our own timer's, if we have one
 
     # Properties -------------------------------------------------------------------------------
 
@@ -587,7 +589,6 @@ class WebSocketConnection:
         async with trio.open_nursery() as nursery:
             self.start(nursery)
             await self._done.wait()
-            nursery.cancel_scope.cancel()  # a timer of our own
 
     def start(self, nursery: trio.Nursery) -> None:
         """Run the connection in ``nursery``, with tasks only while they are needed.
@@ -639,6 +640,8 @@ class WebSocketConnection:
                 self._finish()
                 self._outbox.finish()
                 self._done.set()
+                if self._timer_scope is not None:
+                    self._timer_scope.cancel()
                 # (This also ends a writer that is still blocked.)
                 await trio.aclose_forcefully(self._stream)
 
@@ -647,10 +650,16 @@ class WebSocketConnection:
         interval = self._options.ping_interval
         if self._timer is None and (interval is not None or self._fd is not None):
             self._timer = Timer()
-            nursery.start_soon(self._timer.run)
+            nursery.start_soon(self._run_own_timer, self._timer)
         if interval is not None:
             assert self._timer is not None
             self._timer.schedule(trio.current_time() + interval, self._keepalive)
+
+    async def _run_own_timer(self, timer: Timer) -> None:
+        """Our own timer, until the connection is done (so that ``nursery`` can end)."""
+        with trio.CancelScope() as self._timer_scope:
+            if not self._done.is_set():
+                await timer.run()
 
     async def _linger(self) -> None:
         """After the close frames: who closes TCP first (RFC 6455 section 7.1.1)."""
