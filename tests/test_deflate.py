@@ -796,6 +796,49 @@ def test_corrupt_data_fails_with_1007(payload: bytes) -> None:
     assert header.opcode is Opcode.CLOSE and close[:2] == (1007).to_bytes(2, "big")
 
 
+@pytest.mark.parametrize("fragments", [1, 2, 3])
+@pytest.mark.parametrize("takeover", [True, False])
+def test_empty_compressed_payload_fails_at_that_message(fragments: int, takeover: bool) -> None:
+    # Section 7.2.3.6: an empty message compresses to at least 0x00; an empty payload is
+    # refused when it ends, and the valid message before it is delivered untouched.
+    settings = PerMessageDeflate(client_no_context_takeover=not takeover)
+    client, server = handshake(settings)
+    assert len(transfer(client, server, "before " * 20)) < 140  # compressed
+    wire = b"".join(
+        encode_frame(
+            Opcode.BINARY if i == 0 else Opcode.CONTINUATION,
+            b"",
+            fin=i == fragments - 1,
+            rsv=RSV1 if i == 0 else 0,
+            mask=new_mask(),
+        )
+        for i in range(fragments)
+    )
+    assert server.receive_data(wire) == []
+    assert server.failure is not None and server.failure.code == 1007
+    assert "empty" in server.failure.reason
+    ((header, close),) = frames(server.data_to_send(), masked=False)
+    assert header.opcode is Opcode.CLOSE and close[:2] == (1007).to_bytes(2, "big")
+
+
+def test_valid_messages_around_empty_compressed_frames_are_not_blamed() -> None:
+    # Empty frames inside a compressed message are fine: only the message's payload as a
+    # whole must not be empty. The messages after them still decompress.
+    _, server = handshake()
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -12)
+    hello = (deflater.compress(b"Hello") + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    wire = encode_frame(Opcode.TEXT, b"", fin=False, rsv=RSV1, mask=new_mask())
+    wire += encode_frame(Opcode.CONTINUATION, hello, fin=False, mask=new_mask())
+    wire += encode_frame(Opcode.CONTINUATION, b"", mask=new_mask())
+    empty = (deflater.compress(b"") + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert empty == b"\x00"  # 7.2.3.6
+    wire += encode_frame(Opcode.BINARY, empty, rsv=RSV1, mask=new_mask())
+    again = (deflater.compress(b"Hello") + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    wire += encode_frame(Opcode.TEXT, again, rsv=RSV1, mask=new_mask())
+    assert server.receive_data(wire) == [Message("Hello"), Message(b""), Message("Hello")]
+    assert server.failure is None
+
+
 def test_invalid_utf8_after_decompression_fails_with_1007() -> None:
     _, server = handshake()
     deflater = zlib.compressobj(6, zlib.DEFLATED, -12)

@@ -43,6 +43,13 @@ too big), detected while inflating: output is produced at most ``max_size + 1`` 
 so a bomb never costs more memory than the limit. Data zlib cannot inflate fails it with 1007
 (invalid frame payload data), as wsproto does; websockets uses 1002. The payload is a valid
 frame whose content is inconsistent with what the message claims to be, the case 1007 names.
+
+An empty payload in a compressed message is such data too. Section 7.2.1 never produces one:
+its output keeps at least the 3 header bits of the final empty stored block, so an empty
+message is sent as ``0x00`` (section 7.2.3.6). Decompressed as section 7.2.2 says, with
+``00 00 ff ff`` appended, it is an incomplete stored-block header that would swallow the start
+of the next message, which would then fail instead; so it fails the connection (1007) at that
+message, before the decompressor sees it: never a later message blamed for it.
 """
 
 from __future__ import annotations
@@ -400,15 +407,22 @@ class DeflateExtension:
 class _MessageInflater:
     """Decompresses one message, piece by piece (section 7.2.2), within ``max_size``."""
 
-    __slots__ = ("_extension", "_inflater", "_size")
+    __slots__ = ("_empty", "_extension", "_inflater", "_size")
 
     def __init__(self, extension: DeflateExtension, inflater: zlib._Decompress) -> None:
         self._extension = extension
         self._inflater = inflater
         self._size = 0  # decompressed bytes so far
+        self._empty = True  # no compressed byte so far
 
     def decode(self, data: bytes, *, final: bool, max_size: int | None) -> bytes:
+        if data:
+            self._empty = False
         if final:
+            if self._empty:
+                # Refused here, before the inflater sees it: the tail alone would leave it in
+                # the middle of a stored block's header and fail the next, valid message.
+                raise ProtocolError(1007, "compressed message with an empty payload")
             data += _TAIL
         inflater = self._inflater
         room = None if max_size is None else max_size - self._size
