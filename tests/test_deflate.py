@@ -423,6 +423,34 @@ def test_negotiate_server_with_other_extensions() -> None:
             "server_max_window_bits=10; client_max_window_bits=11",
             (11, True, 10, True),
         ),
+        # Liberal where safe. Over the value we offered (section 7.1.2.2 allows only lower),
+        # as Autobahn's fuzzingserver answers in cases 13.4.* and 13.6.*: our window stays.
+        (PerMessageDeflate(), "client_max_window_bits=15", (12, False, 15, False)),
+        (PerMessageDeflate(), "client_max_window_bits=13", (12, False, 15, False)),
+        (
+            PerMessageDeflate(client_max_window_bits=9),
+            "client_max_window_bits=10",
+            (9, False, 15, False),
+        ),
+        (
+            PerMessageDeflate(client_max_window_bits=8),
+            "client_max_window_bits=15; server_max_window_bits=9; client_no_context_takeover",
+            (8, True, 9, False),
+        ),
+        # Without a value (an offer's form): no limit announced, so ours.
+        (PerMessageDeflate(), "client_max_window_bits", (12, False, 15, False)),
+        (
+            PerMessageDeflate(client_max_window_bits=None),
+            "client_max_window_bits",
+            (15, False, 15, False),
+        ),
+        # Asked for but not granted (section 7.1.1.1): the decompressor keeps its context.
+        (PerMessageDeflate(server_no_context_takeover=True), "", (12, False, 15, False)),
+        (
+            PerMessageDeflate(server_no_context_takeover=True),
+            "client_no_context_takeover",
+            (12, True, 15, False),
+        ),
     ],
 )
 def test_client_accepts(
@@ -448,15 +476,10 @@ def test_client_accepts(
         (PerMessageDeflate(), "server_max_window_bits=7"),
         (PerMessageDeflate(), "server_max_window_bits=16"),
         (PerMessageDeflate(), "server_max_window_bits=010"),
-        (PerMessageDeflate(), "client_max_window_bits"),  # a value is required in a response
         (PerMessageDeflate(), "client_max_window_bits=16"),
+        (PerMessageDeflate(), "client_max_window_bits=7"),
         (PerMessageDeflate(), "client_max_window_bits=12; client_max_window_bits=12"),
-        # Over the value we offered (section 7.1.2.2).
-        (PerMessageDeflate(), "client_max_window_bits=13"),
-        (PerMessageDeflate(client_max_window_bits=9), "client_max_window_bits=10"),
-        # Asked for, so the response must have it (section 7.1.1.1).
-        (PerMessageDeflate(server_no_context_takeover=True), ""),
-        (PerMessageDeflate(server_no_context_takeover=True), "client_no_context_takeover"),
+        (PerMessageDeflate(), "client_max_window_bits=12; client_max_window_bits=15"),
     ],
 )
 def test_client_rejects(settings: PerMessageDeflate, response: str) -> None:
@@ -493,8 +516,8 @@ class _BadServer:
     [
         "permessage-deflate; x_unknown",
         "permessage-deflate; server_max_window_bits=20",
-        "permessage-deflate; client_max_window_bits=13",
-        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_max_window_bits=7",
+        "permessage-deflate; server_no_context_takeover=1",
         "x-other",
     ],
 )
@@ -506,6 +529,33 @@ def test_client_connection_fails_on_bad_response(response: str) -> None:
     with pytest.raises(HandshakeError):
         client.receive_data(answer)
     assert client.state is ConnectionState.CLOSED
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "permessage-deflate; client_max_window_bits=15",  # Autobahn 13.4.*, 13.6.*
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_max_window_bits=15; server_max_window_bits=15",
+    ],
+)
+def test_client_keeps_its_window_when_the_server_allows_more(response: str) -> None:
+    # Offered 12, answered 15 (or no limit): the connection opens and we compress within 12
+    # bits, which every window the server allowed can decompress.
+    client = Connection(Role.CLIENT)
+    server = Connection(Role.SERVER)
+    server.receive_data(client.initiate("example.com", "/", extensions=[PerMessageDeflate()]))
+    events = client.receive_data(server.accept(extensions=[_BadServer(response)]))
+    assert [type(e) for e in events] == [ResponseReceived]
+    (ext,) = client.extensions
+    assert isinstance(ext, DeflateExtension) and ext.send_window_bits == 12
+    block = bytes(random.Random(3).randrange(256) for _ in range(3000))
+    message = block + b"-" * 5000 + block  # repeats 8000 bytes back: only a larger window reaches
+    wire = client.send_message(message)
+    ((header, payload),) = frames(wire, masked=True)
+    assert header.rsv == RSV1
+    assert strict_inflate(payload, 12) == message
+    assert server.receive_data(wire) == [Message(message)]
 
 
 def test_handshake_with_defaults() -> None:
