@@ -235,9 +235,9 @@ class PerMessageDeflate:
         # announce one the first offer did not ask for (section 7.1.2.1); we decompress with it.
         # A response without the server_no_context_takeover we asked for (section 7.1.1.1)
         # only costs our decompressor's memory between messages: it decodes either way.
+        send_bits = _smallest(response.client_max_window_bits, self.client_max_window_bits)
         return DeflateExtension(
-            send_window_bits=_smallest(response.client_max_window_bits, self.client_max_window_bits)
-            or 15,
+            send_window_bits=send_bits or 15,
             send_no_context_takeover=(
                 response.client_no_context_takeover or self.client_no_context_takeover
             ),
