@@ -86,7 +86,8 @@ async def update_reports(base: str, agent: str) -> None:
             pass
 
 
-async def drive(base: str, agent: str, case_timeout: float, total_cases: str) -> None:
+async def drive(base: str, agent: str, case_timeout: float, total_cases: str) -> int:
+    """Run every case, then have the report written; returns the number of cases."""
     count = await get_case_count(base)
     log(f"{count} cases ({total_cases})")
     started = time.monotonic()
@@ -107,6 +108,7 @@ async def drive(base: str, agent: str, case_timeout: float, total_cases: str) ->
             log(f"... {now - started:.0f} s: {case}/{count} cases done")
     await update_reports(base, agent)
     log(f"{count} cases run in {time.monotonic() - started:.1f} s; reports updated")
+    return count
 
 
 def wait_for_port(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> None:
@@ -124,17 +126,20 @@ def wait_for_port(proc: subprocess.Popen[bytes], host: str, port: int, timeout: 
         time.sleep(0.1)
 
 
-def wait_for_report(outdir: Path, timeout: float) -> None:
-    """index.json is written when /updateReports is served; give its writing a moment."""
+def wait_for_report(outdir: Path, agent: str, count: int, timeout: float) -> None:
+    """index.json is written when /updateReports is served: wait until it has every case."""
     deadline = time.monotonic() + timeout
     index = outdir / "index.json"
+    graded = 0
     while time.monotonic() < deadline:
         try:
-            json.loads(index.read_text())
-            return
+            graded = len(json.loads(index.read_text()).get(agent, {}))
         except (OSError, ValueError):
-            time.sleep(0.2)
-    raise RunError(f"{index} was not written after /updateReports")
+            graded = 0
+        if graded >= count:
+            return
+        time.sleep(0.2)
+    raise RunError(f"{index} has {graded} of the {count} cases after /updateReports")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,10 +227,12 @@ def run(args: argparse.Namespace, outdir: Path, allowed: frozenset[str]) -> int:
         log(f"fuzzing server listening on {base} (after {time.monotonic() - started:.1f} s)")
         remaining = args.timeout - (time.monotonic() - started)
         try:
-            trio.run(_bounded_drive, remaining, base, args.agent, args.case_timeout, args.cases)
+            count = trio.run(
+                _bounded_drive, remaining, base, args.agent, args.case_timeout, args.cases
+            )
         except trio.TooSlowError:
             raise RunError(f"the run took over {args.timeout:g} s") from None
-        wait_for_report(outdir, 30.0)
+        wait_for_report(outdir, args.agent, count, 30.0)
         if proc.poll() is not None:
             raise RunError(
                 f"wstest exited (status {proc.returncode}) during the run;"
@@ -239,9 +246,9 @@ def run(args: argparse.Namespace, outdir: Path, allowed: frozenset[str]) -> int:
 
 async def _bounded_drive(
     timeout: float, base: str, agent: str, case_timeout: float, cases: str
-) -> None:
+) -> int:
     with trio.fail_after(timeout):
-        await drive(base, agent, case_timeout, cases)
+        return await drive(base, agent, case_timeout, cases)
 
 
 def main(argv: list[str] | None = None) -> int:
