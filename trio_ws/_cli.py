@@ -323,8 +323,11 @@ async def _serve(args: argparse.Namespace) -> int:
             )
         )
         mode = "broadcast" if args.broadcast else "echo"
-        print(f"{mode} server on {_url(args.host, server.port)}", flush=True)
-        await wait_for_stop(watch_stdin=args.worker)
+        # The line says "serving" (run_workers waits for it): only once stop signals are caught.
+        ready = functools.partial(
+            print, f"{mode} server on {_url(args.host, server.port)}", flush=True
+        )
+        await wait_for_stop(watch_stdin=args.worker, on_ready=ready)
         nursery.cancel_scope.cancel()  # the server closes its connections with 1001
     return 0
 
