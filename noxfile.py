@@ -5,6 +5,8 @@ nox -s tests -- -k close # extra arguments go to pytest
 nox -s autobahn          # Autobahn|Testsuite cases 1.* to 10.* against examples/echo_server.py
 nox -s autobahn -- --cases '12.*,13.*'
 nox -s autobahn_deflate  # cases 12.* and 13.* (permessage-deflate; slow)
+nox -s autobahn_client   # the trio_ws client against Autobahn's fuzzing server, 1.* to 10.*
+nox -s autobahn_client_deflate  # the client, cases 12.* and 13.* (slow)
 nox -s tests_all_pythons # tests on 3.10, 3.11, 3.12 and 3.13 (tests_all_pythons-3.12 etc.)
 """
 
@@ -76,19 +78,19 @@ def types(session: nox.Session) -> None:
         session.run("mypy", "--strict", "examples")
 
 
-def _autobahn(session: nox.Session, *default_args: str) -> None:
+def _autobahn(session: nox.Session, script: str, *default_args: str) -> None:
     _install_dev(session)
     session.run("bash", str(ROOT / "tools" / "autobahn" / "install.sh"), external=True)
-    # run.py parses later flags over earlier ones, so posargs override the defaults.
+    # run.py and client.py parse later flags over earlier ones, so posargs override defaults.
     session.run(
-        "python", str(ROOT / "tools" / "autobahn" / "run.py"), *default_args, *session.posargs
+        "python", str(ROOT / "tools" / "autobahn" / script), *default_args, *session.posargs
     )
 
 
 @nox.session
 def autobahn(session: nox.Session) -> None:
     """Autobahn|Testsuite fuzzing client against examples/echo_server.py, cases 1.* to 10.*."""
-    _autobahn(session, "--cases", AUTOBAHN_DEFAULT_CASES)
+    _autobahn(session, "run.py", "--cases", AUTOBAHN_DEFAULT_CASES)
 
 
 @nox.session
@@ -96,10 +98,33 @@ def autobahn_deflate(session: nox.Session) -> None:
     """Autobahn|Testsuite permessage-deflate cases (12.*, 13.*); takes 10+ minutes."""
     _autobahn(
         session,
+        "run.py",
         "--cases",
         "12.*,13.*",
         "--outdir",
         "build/autobahn-deflate",
+        "--timeout",
+        "5400",
+    )
+
+
+@nox.session
+def autobahn_client(session: nox.Session) -> None:
+    """The trio_ws client against Autobahn|Testsuite's fuzzing server, cases 1.* to 10.*."""
+    _autobahn(session, "client.py", "--cases", AUTOBAHN_DEFAULT_CASES, "--timeout", "1200")
+
+
+@nox.session
+def autobahn_client_deflate(session: nox.Session) -> None:
+    """The trio_ws client against the fuzzing server, permessage-deflate cases (12.*, 13.*);
+    takes 10+ minutes."""
+    _autobahn(
+        session,
+        "client.py",
+        "--cases",
+        "12.*,13.*",
+        "--outdir",
+        "build/autobahn-client-deflate",
         "--timeout",
         "5400",
     )

@@ -291,6 +291,29 @@ async def test_serve_broadcast_without_compression() -> None:
                 assert await bob.receive() == "to everyone"
 
 
+def test_serve_stops_cleanly_on_sigterm_right_after_its_ready_line() -> None:
+    # The "server on ..." line means serving, and run_workers (and scripts) may SIGTERM the
+    # process as soon as they read it: by then the signal must be caught, or its default
+    # action kills the server (exit -15), as it did in most runs before the fix.
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trio_ws", "serve", "--echo", "--port", "0"],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith(b"echo server on ws://")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=TIMEOUT) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+
+
 def test_main_usage_error_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     from trio_ws._cli import main
 

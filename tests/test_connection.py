@@ -24,6 +24,7 @@ from trio_ws._connection import (
     RequestReceived,
     ResponseReceived,
     Role,
+    encode_close_reason,
     is_valid_close_code,
 )
 from trio_ws._errors import LocalProtocolError
@@ -130,7 +131,7 @@ def assert_failed(conn: Connection, peer: Connection, code: int) -> None:
     assert header.rsv == 0
     assert len(payload) <= 125
     assert struct.unpack("!H", payload[:2])[0] == code
-    assert payload[2:] == conn.failure.reason.encode("utf-8")[:123]
+    assert payload[2:] == encode_close_reason(conn.failure.reason)
     # ... and by the peer connection, which sees a regular closing handshake.
     events = peer.receive_data(data)
     assert events == [CloseReceived(code, payload[2:].decode("utf-8"))]
@@ -664,13 +665,45 @@ def test_send_close_refuses_invalid_codes(code: int) -> None:
     assert client.state is OPEN
 
 
-def test_send_close_refuses_long_reason() -> None:
+@pytest.mark.parametrize(
+    ("reason", "sent"),
+    [
+        ("", ""),
+        ("é" * 61 + "x", "é" * 61 + "x"),  # 123 bytes: the maximum, sent whole
+        ("x" * 124, "x" * 123),
+        ("é" * 62, "é" * 61),  # 124 bytes: cut at 122, not inside the 62nd character
+        ("x" + "é" * 62, "x" + "é" * 61),  # cut at 123 exactly, between two characters
+        ("xx" + "\u20ac" * 41, "xx" + "\u20ac" * 40),  # 3-byte characters: 122 bytes kept
+        ("\U0001f600" * 31, "\U0001f600" * 30),  # 4-byte characters: 120 bytes kept
+        ("bad \udc80 surrogate", "bad ? surrogate"),  # not encodable in UTF-8
+    ],
+)
+def test_send_close_cuts_long_reason_between_characters(reason: str, sent: str) -> None:
+    # Section 5.5: at most 123 bytes of reason; 5.5.1: UTF-8, so never a split character
+    # (the peer would fail the connection with 1007).
+    assert encode_close_reason(reason) == sent.encode("utf-8")
     client, server = open_pair()
-    with pytest.raises(ValueError):
-        client.send_close(1000, "é" * 62)  # 124 bytes of UTF-8
-    assert client.state is OPEN
-    data = client.send_close(1000, "é" * 61 + "x")  # 123 bytes: the maximum
-    assert server.receive_data(data) == [CloseReceived(1000, "é" * 61 + "x")]
+    data = client.send_close(1000, reason)
+    assert client.state is CLOSING
+    assert client.close_sent == (1000, sent)
+    [(header, payload)] = frames_of(data, masked=True)
+    assert header.opcode is Opcode.CLOSE
+    assert len(payload) <= 125
+    assert server.receive_data(data) == [CloseReceived(1000, sent)]
+    assert server.failure is None
+
+
+@given(st.text(min_size=0, max_size=200))
+@HYPOTHESIS
+def test_close_reason_cut_is_the_longest_prefix_that_fits(reason: str) -> None:
+    data = encode_close_reason(reason)
+    text = data.decode("utf-8")  # never a split character
+    assert len(data) <= 123
+    whole = reason.encode("utf-8", "replace")
+    assert whole.startswith(data)
+    if len(whole) > 123:
+        # Only the character that crossed byte 123 (and nothing before it) was dropped.
+        assert len((text + whole[len(data) :].decode("utf-8")[0]).encode("utf-8")) > 123
 
 
 @pytest.mark.parametrize(

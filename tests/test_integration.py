@@ -269,6 +269,44 @@ async def test_close_with_unicode_reason_and_no_status() -> None:
     assert reasons == [(4999, "au revoir \u2014 \u00e0 bient\u00f4t"), (1005, "")]
 
 
+@bounded
+async def test_long_close_reason_is_cut_between_characters() -> None:
+    # Section 5.5: 123 bytes of reason at most; the cut never splits a UTF-8 character, so
+    # the peer gets a valid close frame (not a 1007 failure) with the longest prefix that fits.
+    long_reason = "\u00e9" * 100  # 200 bytes of UTF-8
+    expected = "\u00e9" * 61  # 122 bytes: the 62nd character would straddle byte 123
+    seen: list[tuple[int, str]] = []
+    done = trio.Event()
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            await ws.receive()
+        except trio_ws.ConnectionClosed as exc:
+            seen.append((exc.code, exc.reason))
+        finally:
+            done.set()
+
+    async def server_closes(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.aclose(4003, long_reason)
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with running_server(handler) as server:
+            async with trio_ws.open_websocket(HOST, server.port) as ws:
+                await ws.aclose(4002, long_reason)
+                assert ws.close_code == 4002  # echoed: the close frame was valid
+            await done.wait()
+        assert seen == [(4002, expected)]
+        async with (
+            running_server(server_closes) as server,
+            trio_ws.open_websocket(HOST, server.port) as ws,
+        ):
+            with pytest.raises(trio_ws.ConnectionClosed) as info:
+                await ws.receive()
+            assert (info.value.code, info.value.reason) == (4003, expected)
+
+
 # Opening handshake details ------------------------------------------------------------------
 
 

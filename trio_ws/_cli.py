@@ -366,9 +366,10 @@ async def _serve(args: argparse.Namespace) -> int:
             )
         )
         mode = "broadcast" if args.broadcast else "echo"
+        # The line says "serving" (run_workers waits for it): only once stop signals are caught.
         url = _url(args.host, server.port, secure=ssl_context is not None)
-        print(f"{mode} server on {url}", flush=True)
-        await wait_for_stop(watch_stdin=args.worker)
+        ready = functools.partial(print, f"{mode} server on {url}", flush=True)
+        await wait_for_stop(watch_stdin=args.worker, on_ready=ready)
         nursery.cancel_scope.cancel()  # the server closes its connections with 1001
     return 0
 

@@ -49,6 +49,7 @@ __all__ = [
     "RequestReceived",
     "ResponseReceived",
     "Role",
+    "encode_close_reason",
     "is_valid_close_code",
 ]
 
@@ -150,6 +151,27 @@ def is_valid_close_code(code: int) -> bool:
 
 
 _CLOSE_CODE = struct.Struct("!H")
+
+#: Section 5.5: a control frame carries at most 125 bytes, 2 of them a close frame's code.
+MAX_CLOSE_REASON: Final = 123
+
+
+def encode_close_reason(reason: str) -> bytes:
+    """A close reason as sent: UTF-8, cut to 123 bytes on a character boundary.
+
+    Section 5.5.1: the reason is UTF-8, and a peer fails the connection with 1007 on a
+    character split by the cut, so a longer reason loses its last whole characters instead
+    (as wsproto does). Lone surrogates, which UTF-8 cannot encode, are sent as ``?``.
+    """
+    data = reason.encode("utf-8", "replace")
+    if len(data) <= MAX_CLOSE_REASON:
+        return data
+    cut = MAX_CLOSE_REASON
+    while data[cut] & 0xC0 == 0x80:  # a continuation byte: the cut would split a character
+        cut -= 1
+    return data[:cut]
+
+
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -538,9 +560,9 @@ class Connection:
         self.failure = error = error.with_traceback(None)
         self._pending_failure = None
         if self.close_sent is None and self._state is not ConnectionState.CONNECTING:
-            reason = error.reason.encode("utf-8")[:123]
+            reason = encode_close_reason(error.reason)
             self._out += self._frame(Opcode.CLOSE, _CLOSE_CODE.pack(error.code) + reason)
-            self.close_sent = (error.code, error.reason)
+            self.close_sent = (error.code, reason.decode("utf-8"))
             self.closed_by_peer = False
         self._set_state(ConnectionState.CLOSED)
 
@@ -603,7 +625,9 @@ class Connection:
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start the closing handshake (section 7.1.2); the state becomes CLOSING.
 
-        Code 1005 sends a close frame without a payload.
+        Code 1005 sends a close frame without a payload. A reason over 123 bytes of UTF-8 is
+        cut to fit, between characters (``encode_close_reason``); ``close_sent`` has the
+        reason as sent. An invalid code raises ``ValueError``.
         """
         if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"cannot close in state {self._state.name}")
@@ -612,9 +636,8 @@ class Connection:
         else:
             if not is_valid_close_code(code):
                 raise ValueError(f"close code {code} may not be sent")
-            payload = _CLOSE_CODE.pack(code) + reason.encode("utf-8")
-            if len(payload) > 125:
-                raise ValueError("close reason over 123 bytes of UTF-8")
+            encoded = encode_close_reason(reason)
+            payload, reason = _CLOSE_CODE.pack(code) + encoded, encoded.decode("utf-8")
         self.close_sent = (code, reason)
         self.closed_by_peer = False
         self._set_state(ConnectionState.CLOSING)

@@ -43,6 +43,13 @@ too big), detected while inflating: output is produced at most ``max_size + 1`` 
 so a bomb never costs more memory than the limit. Data zlib cannot inflate fails it with 1007
 (invalid frame payload data), as wsproto does; websockets uses 1002. The payload is a valid
 frame whose content is inconsistent with what the message claims to be, the case 1007 names.
+
+An empty payload in a compressed message is such data too. Section 7.2.1 never produces one:
+its output keeps at least the 3 header bits of the final empty stored block, so an empty
+message is sent as ``0x00`` (section 7.2.3.6). Decompressed as section 7.2.2 says, with
+``00 00 ff ff`` appended, it is an incomplete stored-block header that would swallow the start
+of the next message, which would then fail instead; so it fails the connection (1007) at that
+message, before the decompressor sees it: never a later message blamed for it.
 """
 
 from __future__ import annotations
@@ -88,11 +95,11 @@ class _Params:
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
     server_max_window_bits: int | None = None
-    #: ``True`` for the parameter without a value, allowed in offers only (section 7.1.2.2).
+    #: ``True`` for the parameter without a value: no limit (section 7.1.2.2).
     client_max_window_bits: int | bool | None = None
 
 
-def _parse_params(params: ExtensionParams, *, offer: bool) -> _Params:
+def _parse_params(params: ExtensionParams) -> _Params:
     """Validate parameters; ``ValueError`` for unknown, repeated or malformed ones."""
     flags = {"server_no_context_takeover": False, "client_no_context_takeover": False}
     bits: dict[str, int | bool | None] = {"server_max_window_bits": None}
@@ -107,7 +114,7 @@ def _parse_params(params: ExtensionParams, *, offer: bool) -> _Params:
                 raise ValueError(f"{key} takes no value")
             flags[key] = True
         elif key in bits:
-            if value is None and key == "client_max_window_bits" and offer:
+            if value is None and key == "client_max_window_bits":
                 bits[key] = True
             elif value is not None and value in _WINDOW_BITS:
                 bits[key] = _WINDOW_BITS[value]
@@ -139,7 +146,8 @@ class PerMessageDeflate:
     ones what we do ourselves (and tell the server):
 
     - ``server_no_context_takeover``: ask the server to compress each message on its own, so
-      that we can free our decompressor between messages. A response without it is refused.
+      that we can free our decompressor between messages. A response without it is accepted
+      all the same: the decompressor is then kept, which decodes either way.
     - ``client_no_context_takeover``: compress each message on our own (sent as a hint).
     - ``server_max_window_bits``: ask the server for a window of at most ``2**bits`` bytes,
       which bounds our decompressor's memory. Servers may not support this, so the offer is
@@ -147,6 +155,7 @@ class PerMessageDeflate:
       whatever the server picks, we decompress with the window it announced.
     - ``client_max_window_bits``: our compression window; ``client_max_window_bits`` is always
       offered (with this value, or without one for None) so that the server may lower it.
+      A response that raises it instead is accepted, and we keep our smaller window.
 
     On a **server**, settings are imposed on top of what each offer asks for:
 
@@ -217,25 +226,26 @@ class PerMessageDeflate:
         return f"{first}, {format_extension(NAME, self._offer_params(window_request=False))}"
 
     def accept(self, params: ExtensionParams) -> DeflateExtension:
-        """Client: check the server's response (section 7.1) and build the extension."""
+        """Client: check the server's response (section 7.1) and build the extension.
+
+        Liberal where that is safe, since real servers deviate: a response is refused only
+        for parameters we cannot honour or understand (unknown, repeated, malformed).
+        """
         try:
-            response = _parse_params(params, offer=False)
+            response = _parse_params(params)
         except ValueError as exc:
             raise HandshakeError(f"invalid {NAME} response: {exc}") from None
-        if self.server_no_context_takeover and not response.server_no_context_takeover:
-            raise HandshakeError(f"{NAME} response without the server_no_context_takeover asked")
-        # We always offer client_max_window_bits; with a value, the response may only lower it
-        # (section 7.1.2.2). server_max_window_bits may take any value: a response to the
-        # fallback offer may announce one the first offer did not ask for (section 7.1.2.1).
-        client_bits = response.client_max_window_bits
-        assert client_bits is not True  # only offers have it without a value
-        own = self.client_max_window_bits
-        if client_bits is not None and own is not None and client_bits > own:
-            raise HandshakeError(
-                f"{NAME} response has client_max_window_bits={client_bits}, over the {own} offered"
-            )
+        # Section 7.1.2.2 lets the response only lower our offered client_max_window_bits, but
+        # servers answer 12 with 15 (Autobahn's fuzzingserver in cases 13.4 and 13.6, others):
+        # a smaller window than allowed is always fine, so we keep ours. Without a value
+        # (allowed in offers only), the response announces no limit: ours again.
+        # server_max_window_bits may take any value: a response to the fallback offer may
+        # announce one the first offer did not ask for (section 7.1.2.1); we decompress with it.
+        # A response without the server_no_context_takeover we asked for (section 7.1.1.1)
+        # only costs our decompressor's memory between messages: it decodes either way.
+        send_bits = _smallest(response.client_max_window_bits, self.client_max_window_bits)
         return DeflateExtension(
-            send_window_bits=_smallest(client_bits, own) or 15,
+            send_window_bits=send_bits or 15,
             send_no_context_takeover=(
                 response.client_no_context_takeover or self.client_no_context_takeover
             ),
@@ -252,7 +262,7 @@ class PerMessageDeflate:
         """Server: the response and extension for the first valid offer, or None."""
         for params in offers:
             try:
-                offer = _parse_params(params, offer=True)
+                offer = _parse_params(params)
             except ValueError:
                 continue  # section 7.1: an offer with invalid parameters is declined
             return self._respond(offer)
@@ -408,15 +418,22 @@ class DeflateExtension:
 class _MessageInflater:
     """Decompresses one message, piece by piece (section 7.2.2), within ``max_size``."""
 
-    __slots__ = ("_extension", "_inflater", "_size")
+    __slots__ = ("_empty", "_extension", "_inflater", "_size")
 
     def __init__(self, extension: DeflateExtension, inflater: zlib._Decompress) -> None:
         self._extension = extension
         self._inflater = inflater
         self._size = 0  # decompressed bytes so far
+        self._empty = True  # no compressed byte so far
 
     def decode(self, data: bytes, *, final: bool, max_size: int | None) -> bytes:
+        if data:
+            self._empty = False
         if final:
+            if self._empty:
+                # Refused here, before the inflater sees it: the tail alone would leave it in
+                # the middle of a stored block's header and fail the next, valid message.
+                raise ProtocolError(1007, "compressed message with an empty payload")
             data += _TAIL
         inflater = self._inflater
         room = None if max_size is None else max_size - self._size

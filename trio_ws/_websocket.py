@@ -496,6 +496,9 @@ class WebSocketConnection:
         Messages already sent are written first. After ``close_timeout`` seconds the TCP
         connection is closed anyway. Does nothing more if the connection is already closing.
         Raises ``ValueError`` for a code that may not be sent (RFC 6455 section 7.4).
+        ``reason`` is sent as UTF-8; a close frame has room for 123 bytes of it (RFC 6455
+        section 5.5), so a longer reason is cut to the longest run of whole characters that
+        fits, never inside a character.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._start_close(code, reason)
@@ -518,6 +521,7 @@ class WebSocketConnection:
 
         For a peer that does not keep up (a broadcast's slow member): the close frame goes
         out as soon as the socket takes it; after ``close_timeout`` the TCP connection closes.
+        ``code`` and ``reason`` as for ``aclose()``.
         """
         self._start_close(code, reason, discard_queued=True)
 

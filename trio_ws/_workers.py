@@ -9,8 +9,9 @@ worker gets ``stop_timeout`` seconds to finish before it is killed; a second sig
 Later lines of the workers' standard output are copied to the parent's, after ``[pid]``.
 
 A worker binds with ``reuse_port=True`` (the kernel spreads connections over the processes on
-Linux) and calls ``await wait_for_stop(watch_stdin=True)``: it returns on SIGINT or SIGTERM,
-and when the parent's end of the worker's standard input closes (the parent died).
+Linux) and calls ``await wait_for_stop(watch_stdin=True, on_ready=...)``, printing its line in
+``on_ready``: it returns on SIGINT or SIGTERM, and when the parent's end of the worker's
+standard input closes (the parent died).
 
 With port 0, the parent picks a free port first and keeps it bound (not listening) until
 every worker listens on it.
@@ -36,28 +37,37 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _Event = tuple[str, int]
 
 
-async def wait_for_stop(*, watch_stdin: bool = False) -> int | None:
+async def wait_for_stop(
+    *, watch_stdin: bool = False, on_ready: Callable[[], object] | None = None
+) -> int | None:
     """Return when the process should stop: the signal number (SIGINT or SIGTERM), or None
-    when ``watch_stdin`` and standard input reached its end."""
-    result: int | None = None
-    async with trio.open_nursery() as nursery:
+    when ``watch_stdin`` and standard input reached its end.
 
-        async def signals() -> None:
-            nonlocal result
-            with trio.open_signal_receiver(*_STOP_SIGNALS) as receiver:
+    ``on_ready`` is called once SIGINT and SIGTERM are caught: announce "serving" there, so
+    that a signal sent as soon as the announcement is seen stops the process cleanly instead
+    of killing it (the default action while nothing catches them).
+    """
+    result: int | None = None
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as receiver:
+        if on_ready is not None:
+            on_ready()
+        async with trio.open_nursery() as nursery:
+
+            async def signals() -> None:
+                nonlocal result
                 async for signum in receiver:
                     result = signum
                     nursery.cancel_scope.cancel()
 
-        async def stdin() -> None:
-            async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stream:
-                while await stream.receive_some(4096):
-                    pass
-            nursery.cancel_scope.cancel()
+            async def stdin() -> None:
+                async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stream:
+                    while await stream.receive_some(4096):
+                        pass
+                nursery.cancel_scope.cancel()
 
-        nursery.start_soon(signals)
-        if watch_stdin and sys.platform != "win32":
-            nursery.start_soon(stdin)
+            nursery.start_soon(signals)
+            if watch_stdin and sys.platform != "win32":
+                nursery.start_soon(stdin)
     return result
 
 
