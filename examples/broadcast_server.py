@@ -8,6 +8,10 @@ N processes on the port sharing the room over Redis (``pip install 'trio_ws[redi
     python examples/broadcast_server.py --port 8000 --workers 4 --redis redis://127.0.0.1:6379
 
 Several machines running it with the same ``--redis`` share the room too.
+
+GET /metrics answers the server's counters in the Prometheus text format (with
+``pip install 'trio_ws[prometheus]'``; without it, the plain counters and a line saying so).
+With ``--workers``, each request reaches one of the processes, which reports its own.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -28,11 +33,16 @@ MAX_MESSAGE = 64 * 1024
 REDIS_WAIT = 5.0
 
 
-async def chat(room: trio_ws.Room, request: trio_ws.WebSocketRequest) -> None:
+async def chat(
+    room: trio_ws.Room, metrics: trio_ws.Metrics, request: trio_ws.WebSocketRequest
+) -> None:
     if request.path == "/" and not request.is_upgrade:
         await request.respond(
             200, headers=[("Content-Type", "text/html; charset=utf-8")], body=PAGE
         )
+        return
+    if request.path == "/metrics" and not request.is_upgrade:
+        await request.respond(200, **metrics_page(metrics))
         return
     if request.path != "/ws":
         await request.respond(404, body="Not Found\n")
@@ -43,12 +53,25 @@ async def chat(room: trio_ws.Room, request: trio_ws.WebSocketRequest) -> None:
             room.broadcast(message)
 
 
+def metrics_page(metrics: trio_ws.Metrics) -> dict[str, Any]:
+    """``respond()``'s headers and body for GET /metrics."""
+    try:
+        body, content_type = trio_ws.metrics_to_prometheus(metrics)
+    except ImportError as exc:  # the optional extra is not installed: say so, plain counters
+        lines = [f"# {exc}"] + [f"{name} {value}" for name, value in metrics.snapshot().items()]
+        return {"body": "\n".join(lines) + "\n"}
+    return {"headers": [("Content-Type", content_type)], "body": body}
+
+
 async def serve(args: argparse.Namespace) -> None:
     """One process: serve until Ctrl-C or SIGTERM (or, as a worker, until the parent exits)."""
     backplane = (
         trio_ws.LocalBackplane() if args.redis is None else trio_ws.RedisBackplane(args.redis)
     )
     room = backplane.room("chat", policy="drop")
+    metrics = trio_ws.Metrics()  # this process's server counts here; /metrics shows it
+    if isinstance(backplane, trio_ws.RedisBackplane):
+        metrics.track_backplane(backplane)  # reconnects and gaps
     options = trio_ws.WebSocketOptions(max_message_size=MAX_MESSAGE)
     async with trio.open_nursery() as nursery:
         await nursery.start(backplane.run)
@@ -57,10 +80,11 @@ async def serve(args: argparse.Namespace) -> None:
         server = await nursery.start(
             functools.partial(
                 trio_ws.serve_websocket,
-                functools.partial(chat, room),
+                functools.partial(chat, room, metrics),
                 args.host,
                 args.port,
                 options=options,
+                metrics=metrics,
                 reuse_port=args.worker,
             )
         )

@@ -22,6 +22,7 @@ from ._errors import (
 from ._handshake import Request
 from ._headers import Headers
 from ._mask import speedups_enabled
+from ._metrics import Metrics, PrometheusCollector, metrics_to_prometheus
 from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
 from ._redis import RedisBackplane
 from ._router import HTTPResult, Router
@@ -41,7 +42,9 @@ __all__ = [
     "Headers",
     "LocalBackplane",
     "LocalProtocolError",
+    "Metrics",
     "PerMessageDeflate",
+    "PrometheusCollector",
     "ProtocolError",
     "Reconnect",
     "ReconnectAttempt",
@@ -64,6 +67,7 @@ __all__ = [
     "connect_websocket",
     "find_token",
     "is_retryable",
+    "metrics_to_prometheus",
     "open_unix_listener",
     "open_websocket",
     "open_websocket_url",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._frames import payload_size
 from ._outbox import Offer
 from ._websocket import WebSocketConnection
 
@@ -71,7 +72,8 @@ class Room:
         self.close_code = close_code
         self.close_reason = close_reason
         self._members: dict[WebSocketConnection, _Member] = {}
-        #: Messages dropped for slow members since the room was made.
+        #: Messages dropped for slow members since the room was made (each is also counted in
+        #: the member's server ``Metrics``, ``room_dropped``, as are ``closed_slow``).
         self.dropped = 0
         #: Members closed by the CLOSE policy since the room was made.
         self.closed_slow = 0
@@ -126,7 +128,9 @@ class Room:
 
     def deliver(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """``broadcast()`` to this process's members only (a backplane delivers with this)."""
-        frames: dict[Hashable, bytes] = {}  # one encoding per shared_key
+        # One encoding per shared_key, with its compressed payload size (0: not compressed).
+        frames: dict[Hashable, tuple[bytes, int]] = {}
+        size = -1  # the payload size, once a shared frame needs it counted
         delivered = 0
         for ws in list(self._members):
             if ws is exclude:
@@ -136,10 +140,21 @@ class Room:
             if key is None:
                 result = outbox.offer(message)  # stateful compression or masking: per member
             else:
-                frame = frames.get(key)
-                if frame is None:
-                    frame = frames[key] = outbox.encode_shared(message)
-                result = outbox.offer_frame(frame)
+                encoded = frames.get(key)
+                if encoded is None:
+                    frame = outbox.encode_shared(message)
+                    encoded = frames[key] = (frame, payload_size(frame) if frame[0] & 0x40 else 0)
+                result = outbox.offer_frame(encoded[0])
+                metrics = ws.metrics
+                if metrics is not None and result is not Offer.FULL and result is not Offer.CLOSED:
+                    # The connection's core counts what it encodes; a shared frame is ours.
+                    if size < 0:
+                        size = _utf8_size(message)
+                    metrics.messages_sent += 1
+                    metrics.bytes_sent += size
+                    if encoded[1]:
+                        metrics.deflate_raw_bytes_sent += size
+                        metrics.deflate_bytes_sent += encoded[1]
             if result is Offer.FULL:
                 self._slow(ws)
             elif result is Offer.CLOSED:
@@ -149,10 +164,22 @@ class Room:
         return delivered
 
     def _slow(self, ws: WebSocketConnection) -> None:
+        metrics = ws.metrics
         if self.policy is SlowPolicy.DROP:
             self.dropped += 1
             self._members[ws].dropped += 1
+            if metrics is not None:
+                metrics.room_dropped += 1
         else:
             self.closed_slow += 1
+            if metrics is not None:
+                metrics.room_closed_slow += 1
             self.discard(ws)
             ws.close_nowait(self.close_code, self.close_reason)
+
+
+def _utf8_size(message: str | bytes) -> int:
+    """The payload size of ``message``: its length, or that of its UTF-8 encoding."""
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode("utf-8"))

@@ -36,6 +36,7 @@ from ._handshake import (
     ServerHandshake,
 )
 from ._headers import Headers
+from ._metrics import LOCAL, REMOTE, Metrics
 
 __all__ = [
     "CloseReceived",
@@ -203,8 +204,12 @@ class Connection:
         max_frame_size: int | None = None,
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         stream_fragments: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.role = role
+        #: Where this connection counts its handshake answer, messages, bytes and close
+        #: (``trio_ws.Metrics``); ``None`` counts nothing.
+        self.metrics = metrics
         #: Hand out a message that arrives in several pieces as ``MessageChunk`` events as they
         #: arrive, instead of one ``Message`` at the end (single-piece messages stay ``Message``).
         self.stream_fragments = stream_fragments
@@ -247,7 +252,23 @@ class Connection:
     def _set_state(self, new: ConnectionState) -> None:
         if new is not self._state and new not in _TRANSITIONS[self._state]:
             raise LocalProtocolError(f"invalid transition {self._state.name} -> {new.name}")
+        if (
+            new is ConnectionState.CLOSED
+            and self._state is not ConnectionState.CONNECTING
+            and self._state is not new
+            and self.metrics is not None
+        ):
+            self._count_close(self.metrics)
         self._state = new
+
+    def _count_close(self, metrics: Metrics) -> None:
+        """Count the close: the first close frame's side and code, else ("remote", 1006)."""
+        if self.closed_by_peer is False and self.close_sent is not None:
+            metrics.count_close(LOCAL, self.close_sent[0])
+        elif self.closed_by_peer and self.close_received is not None:
+            metrics.count_close(REMOTE, self.close_received[0])
+        else:
+            metrics.count_close(REMOTE, 1006)
 
     def data_to_send(self) -> bytes:
         """Bytes queued by the core itself (pongs, close replies, failure close frames)."""
@@ -321,6 +342,8 @@ class Connection:
         out = hs.accept(subprotocol=subprotocol, extensions=header, extra_headers=extra_headers)
         self.subprotocol = subprotocol
         self.response_headers = hs.response_headers
+        if self.metrics is not None:
+            self.metrics.count_handshake(101)
         self._open(accepted, hs.trailing_data)
         return out
 
@@ -330,7 +353,10 @@ class Connection:
         if hs is None or self._state is not ConnectionState.CONNECTING:
             raise LocalProtocolError("reject() is only possible during the opening handshake")
         self._set_state(ConnectionState.CLOSED)
-        return hs.reject(status, headers, body)
+        response = hs.reject(status, headers, body)
+        if self.metrics is not None:
+            self.metrics.count_handshake(status)
+        return response
 
     def _open(self, extensions: Sequence[Extension], trailing: bytes) -> None:
         self.extensions = list(extensions)
@@ -341,6 +367,8 @@ class Connection:
             rsv |= ext.rsv
         self._parser.allowed_rsv = rsv
         self._set_state(ConnectionState.OPEN)
+        if self.metrics is not None:
+            self.metrics.count_open()
         self._server_hs = None
         if trailing:
             self._parser.feed(trailing)
@@ -464,8 +492,15 @@ class Connection:
             if fin and done:
                 # The common case, one frame in one piece: no assembly needed.
                 if decoder is not None:
+                    size = len(piece)
                     piece = decoder.decode(piece, final=True, max_size=self.max_message_size)
-                return self._whole(opcode, piece)
+                    self._count_inflated(size, len(piece))
+                message = self._whole(opcode, piece)
+                metrics = self.metrics
+                if metrics is not None:
+                    metrics.messages_received += 1
+                    metrics.bytes_received += len(piece)
+                return message
             assembly = _Assembly(opcode, [], decoder=decoder)
             if opcode is Opcode.TEXT:
                 assembly.utf8 = _utf8_decoder()
@@ -481,6 +516,9 @@ class Connection:
         data = piece
         if assembly.decoder is not None:
             data = assembly.decoder.decode(piece, final=final, max_size=self.max_message_size)
+            self._count_inflated(len(piece), len(data))
+        if self.metrics is not None:
+            self.metrics.bytes_received += len(data)
         value: str | bytes = data
         if assembly.utf8 is not None:
             try:
@@ -494,6 +532,8 @@ class Connection:
                 if len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0:
                     raise ProtocolError(1007, "invalid UTF-8 in a text message")
         if final:
+            if self.metrics is not None:
+                self.metrics.messages_received += 1
             self._assembly = None
             self._parser.max_frame_size = self._frame_limit(0)
         else:
@@ -515,6 +555,12 @@ class Connection:
     _in_frame = False
     # True between the first and the last frame of a message we send in fragments.
     _sending_fragments = False
+
+    def _count_inflated(self, compressed: int, raw: int) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.deflate_bytes_received += compressed
+            metrics.deflate_raw_bytes_received += raw
 
     def _whole(self, opcode: Opcode, payload: bytes) -> Message:
         if opcode is Opcode.TEXT:
@@ -590,9 +636,17 @@ class Connection:
             opcode, payload = Opcode.BINARY, bytes(data)
         if self._sending_fragments:
             raise LocalProtocolError("a fragmented message is being sent: finish it first")
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.messages_sent += 1
+            metrics.bytes_sent += len(payload)
         rsv = 0
         if compress and self.extensions:
+            size = len(payload)
             rsv, payload = encode_message(self.extensions, opcode, payload)
+            if rsv and metrics is not None:
+                metrics.deflate_raw_bytes_sent += size
+                metrics.deflate_bytes_sent += len(payload)
         return self._frame(opcode, payload, rsv=rsv)
 
     def send_frame(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
@@ -608,6 +662,10 @@ class Connection:
                 else "no fragmented message to continue"
             )
         self._sending_fragments = not fin
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.messages_sent += fin
+            metrics.bytes_sent += len(payload)
         return self._frame(opcode, payload, fin=fin)
 
     def send_ping(self, payload: bytes = b"") -> bytes:

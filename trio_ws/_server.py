@@ -17,6 +17,7 @@ from ._errors import ConnectionClosed, HandshakeError
 from ._extensions import ServerExtensionFactory
 from ._handshake import HeaderList, Request, http_response
 from ._headers import Headers
+from ._metrics import Metrics
 from ._timer import Timer
 from ._websocket import WebSocketConnection, WebSocketOptions, address
 
@@ -175,6 +176,7 @@ class WebSocketServer:
         handshake_timeout: float = 10.0,
         max_connections: int | None = None,
         origins: Sequence[str | None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._handler = handler
         #: The listeners it accepts connections on (TCP, Unix, TLS).
@@ -200,6 +202,9 @@ class WebSocketServer:
         self.timer = Timer()
         #: Open WebSocket connections (accepted and not yet closed).
         self.connections: set[WebSocketConnection] = set()
+        #: What this server counts (connections, handshakes, messages...): the ``Metrics``
+        #: given to ``serve_websocket()``, else one of its own.
+        self.metrics = Metrics() if metrics is None else metrics
 
     @property
     def ports(self) -> list[int]:
@@ -306,6 +311,7 @@ class WebSocketServer:
                 max_frame_size=self.options.max_frame_size,
                 max_head_size=self.options.max_head_size,
                 stream_fragments=True,
+                metrics=self.metrics,
             )
             request = await self._read_request(stream, core, remote)
             if request is None:
@@ -379,10 +385,12 @@ class WebSocketServer:
                 logger.info("handshake from %s failed: %s", _fmt(remote), exc.message)
                 body = f"Failed to open a WebSocket connection: {exc.message}.\n".encode()
                 headers = [*exc.headers, ("Content-Type", "text/plain; charset=utf-8")]
+                self.metrics.count_handshake(exc.status)
                 with trio.move_on_after(1):
                     await stream.send_all(http_response(exc.status, headers, body))
                 return None
         logger.info("handshake from %s timed out", _fmt(remote))
+        self.metrics.count_handshake(408)
         with trio.move_on_after(1):
             await stream.send_all(http_response(408, _TEXT, b"Request Timeout\n"))
         return None
@@ -445,6 +453,7 @@ async def serve_websocket(
     origins: Sequence[str | None] | None = None,
     reuse_port: bool = False,
     listeners: Sequence[trio.abc.Listener[Any]] | None = None,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSockets on ``host:port`` until cancelled or ``server.aclose()``.
@@ -460,7 +469,9 @@ async def serve_websocket(
 
     ``reuse_port`` sets ``SO_REUSEPORT`` so that several processes share the port (the kernel
     spreads connections over them). ``listeners`` serves on ready-made listeners instead of
-    ``host:port`` (e.g. ``open_unix_listener(path)``).
+    ``host:port`` (e.g. ``open_unix_listener(path)``). The server counts what it does in
+    ``metrics`` (``server.metrics``; a new ``Metrics`` if none is given, pass one to add
+    several servers up).
 
     Raises ``OSError`` if it cannot listen (``errno.EADDRINUSE`` when the port is taken),
     with ``host:port`` in the message.
@@ -490,6 +501,7 @@ async def serve_websocket(
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         origins=origins,
+        metrics=metrics,
     )
     await server.run(task_status=task_status)
 

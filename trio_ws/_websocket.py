@@ -35,6 +35,7 @@ from ._errors import ConnectionClosed
 from ._frames import Opcode
 from ._handshake import Request
 from ._headers import Headers
+from ._metrics import Metrics
 from ._outbox import Offer, Outbox
 from ._timer import Timer
 
@@ -275,6 +276,11 @@ class WebSocketConnection:
     def outbox(self) -> Outbox:
         """Where every outgoing frame goes; ``Room`` offers broadcasts to it without waiting."""
         return self._outbox
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The ``Metrics`` this connection counts in (its server's); ``None`` if none."""
+        return self._core.metrics
 
     def on_close(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call ``callback()`` once when the connection is over; returns a function that
