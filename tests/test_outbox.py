@@ -150,3 +150,35 @@ async def test_the_queue_is_bounded_in_bytes_too() -> None:
     assert outbox.full  # 300 KiB >= 4 x 64 KiB, in 2 frames
     assert outbox.offer(b"x") is Offer.FULL
     await client_stream.aclose()
+
+
+async def test_whole_messages_wait_for_a_fragmented_one_to_end() -> None:
+    """RFC 6455 section 5.4: no data frame between the fragments of a message; whole messages
+    offered meanwhile go right after it, in order; pings may go in between."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            outbox = Outbox(server_stream, open_server_core(), limit=8)
+            outbox.start(nursery)
+            assert outbox.begin_fragments()
+            assert not outbox.begin_fragments()  # one fragmented message at a time
+            assert outbox.offer_fragment(Opcode.TEXT, b"a", False) is Offer.QUEUED
+            assert outbox.offer("whole") is Offer.QUEUED  # held back
+            assert outbox.offer_frame(encode_frame(Opcode.TEXT, b"shared")) is Offer.QUEUED
+            assert outbox.offer_ping(b"p") is Offer.QUEUED  # control frames may interleave
+            assert outbox.offer_fragment(Opcode.CONTINUATION, b"b", True) is Offer.QUEUED
+            outbox.end_fragments()
+            await outbox.flush()
+            expected = b"".join(
+                [
+                    encode_frame(Opcode.TEXT, b"a", fin=False),
+                    encode_frame(Opcode.PING, b"p"),
+                    encode_frame(Opcode.CONTINUATION, b"b"),
+                    encode_frame(Opcode.TEXT, b"whole"),
+                    encode_frame(Opcode.TEXT, b"shared"),
+                ]
+            )
+            received = b""
+            while len(received) < len(expected):
+                received += await client_stream.receive_some()
+            assert received == expected

@@ -62,6 +62,8 @@ class Outbox:
         "_core",
         "_fd",
         "_finished",
+        "_fragmenting",
+        "_held",
         "_limit",
         "_nursery",
         "_partial_head",
@@ -84,6 +86,10 @@ class Outbox:
         self._writing = False  # a writer task is running (or about to)
         self._closing = False  # our close frame is accepted: no more data frames
         self._finished = False  # the connection is over: nothing more is written
+        self._fragmenting = False  # a message is being sent in fragments (RFC 6455 5.4)
+        # Whole messages offered meanwhile, sent after it: frames, or messages to encode then
+        # (the core encodes no whole message in the middle of a fragmented one).
+        self._held: list[bytes | tuple[str | bytes, bool]] = []
         self._nursery: trio.Nursery | None = None
         self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
         self._changed = trio.lowlevel.ParkingLot()  # room freed, closing, writer done
@@ -135,8 +141,39 @@ class Outbox:
         return encode_frame(opcode, payload, rsv=rsv)
 
     async def wait(self) -> None:
-        """Wait until something changes: room freed, closing started, or the writer ended."""
+        """Wait until something changes: room freed, closing started, the writer ended, a
+        fragmented message finished, or ``wake()``."""
         await self._changed.park()
+
+    def wake(self) -> None:
+        """Wake the tasks in ``wait()`` (the connection changed state: they look again)."""
+        self._changed.unpark_all()
+
+    def begin_fragments(self) -> bool:
+        """Reserve the outbox for one message sent in fragments; False if another is.
+
+        Until ``end_fragments()``, whole messages (``offer``, ``offer_frame``) are held back
+        and sent after it: no data frame may come between the fragments of a message
+        (RFC 6455 section 5.4). Pings may (section 5.5)."""
+        if self._fragmenting:
+            return False
+        self._fragmenting = True
+        return True
+
+    def end_fragments(self) -> None:
+        """The fragmented message is finished (or abandoned): the whole messages held back
+        go now (unless we are closing), and new ones go at once again."""
+        self._fragmenting = False
+        held, self._held = self._held, []
+        for item in held:
+            if not self.sendable:
+                break
+            if isinstance(item, bytes):
+                self._put(item)
+            else:
+                message, compress = item
+                self._put(self._core.send_message(message, compress=compress))
+        self._changed.unpark_all()
 
     # Offering frames (never block) ----------------------------------------------------------
 
@@ -152,14 +189,23 @@ class Outbox:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
+        if self._fragmenting:  # after the fragmented message being sent (RFC 6455 5.4)
+            self._held.append((message, compress))
+            return Offer.QUEUED
         return self._put(self._core.send_message(message, compress=compress))
 
     def offer_frame(self, frame: bytes) -> Offer:
-        """Send a data frame already encoded for this outbox (``encode_shared()``)."""
-        return self._refusal() or self._put(frame)
+        """Send a whole-message frame already encoded for this outbox (``encode_shared()``)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        if self._fragmenting:
+            self._held.append(frame)
+            return Offer.QUEUED
+        return self._put(frame)
 
     def offer_fragment(self, opcode: Opcode, payload: bytes, fin: bool) -> Offer:
-        """Send one frame of a fragmented message (RFC 6455 section 5.4)."""
+        """Send one frame of the fragmented message begun with ``begin_fragments()``."""
         refusal = self._refusal()
         if refusal is not None:
             return refusal

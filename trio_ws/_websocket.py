@@ -113,7 +113,6 @@ class WebSocketConnection:
         "_done",
         "_fd",
         "_finished",
-        "_fragmenting",
         "_inline",
         "_keepalive_ping",
         "_keepalive_sent",
@@ -135,6 +134,7 @@ class WebSocketConnection:
         "_space_lot",
         "_started",
         "_stream",
+        "_streaming",
         "_task_running",
         "_timer",
         "_timer_scope",
@@ -160,7 +160,7 @@ class WebSocketConnection:
         # costs 600 bytes per connection.
         self._messages: list[str | bytes | MessageChunk] = []
         self._partial: list[str | bytes] = []  # pieces of a message receive() is joining
-        self._fragmenting = False  # a task is sending a message in fragments
+        self._streaming = False  # receive_stream() handed out part of a message, not its end
         # Receivers wait on _message_lot; the reader waits on _space_lot for the application
         # (room in the queue, or every queued message taken: see _wait_drained).
         self._message_lot = trio.lowlevel.ParkingLot()
@@ -267,7 +267,11 @@ class WebSocketConnection:
         return self._closed_exception().reason
 
     def _closed_exception(self) -> ConnectionClosed:
-        code, reason = self._core.close_outcome
+        core = self._core
+        if core.state is not ConnectionState.CLOSED and core.close_sent is not None:
+            code, reason = core.close_sent  # we are closing: with our code, until it is over
+            return ConnectionClosed(code, reason, by_peer=False)
+        code, reason = core.close_outcome
         if code == 1006 and self._abort is not None:
             code, reason = self._abort  # no close frame came back: say why we gave up
         return ConnectionClosed(code, reason, by_peer=self._core.closed_by_peer)
@@ -313,7 +317,7 @@ class WebSocketConnection:
         once closing. ``compress=False`` sends this message uncompressed (e.g. data already
         compressed).
         """
-        if self._fragmenting or not isinstance(message, (str, bytes)):
+        if not isinstance(message, (str, bytes)):
             await self._send_other(message, compress)
             return
         await self._offer(self._outbox.offer, message, compress)
@@ -331,23 +335,23 @@ class WebSocketConnection:
             raise self._closed_exception()
 
     async def _send_other(
-        self, message: bytearray | memoryview | Fragments | str | bytes, compress: bool
+        self, message: bytearray | memoryview | Fragments, compress: bool
     ) -> None:
-        """``send()`` while a fragmented message is being sent, or of a bytes-like or
-        fragments."""
-        while self._fragmenting:
-            await self._space_lot.park()  # another task is sending a fragmented message
+        """``send()`` of a bytes-like or of fragments."""
         if isinstance(message, (bytearray, memoryview)):
-            message = bytes(message)
-        if isinstance(message, (str, bytes)):
-            await self._offer(self._outbox.offer, message, compress)
+            await self._offer(self._outbox.offer, bytes(message), compress)
         else:
             await self._send_fragments(message)
 
     async def _send_fragments(self, fragments: Fragments) -> None:
-        """RFC 6455 section 5.4: the first frame typed, then continuations, the last with FIN."""
-        self._fragmenting = True
-        offer = self._outbox.offer_fragment
+        """RFC 6455 section 5.4: the first frame typed, then continuations, the last with FIN.
+
+        Whole messages sent meanwhile (by other tasks, or broadcasts) go after it; one
+        fragmented message at a time."""
+        outbox = self._outbox
+        while not outbox.begin_fragments():
+            await outbox.wait()  # another task is sending a fragmented message
+        offer = outbox.offer_fragment
         opcode: Opcode | None = None
         try:
             async for fragment in _aiter(fragments):
@@ -371,14 +375,15 @@ class WebSocketConnection:
                 self._start_close(1011, "message not finished")
             raise
         finally:
-            self._fragmenting = False
-            self._space_lot.unpark_all()
+            outbox.end_fragments()
 
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
         Raises ``ConnectionClosed`` once the connection is closed and no message is left.
         """
+        if self._streaming:
+            await self._skip_abandoned()
         while True:
             item = await self._take()
             if not isinstance(item, MessageChunk):
@@ -396,26 +401,43 @@ class WebSocketConnection:
 
         ``async for piece in ws.receive_stream():`` -- pieces are ``str`` for a text message
         (decoded already) and ``bytes`` for a binary one; a small message comes in one piece.
+        A stream left before its end (``break``) gives up the rest of its message: the next
+        ``receive()`` or ``receive_stream()`` skips it and returns the next message.
         """
+        await self._skip_abandoned()
         if self._partial:  # a cancelled receive() had started this message
             parts, self._partial = self._partial, []
+            self._streaming = True
             for part in parts:
+                await trio.lowlevel.checkpoint()
                 yield part
         else:
             item = await self._take()
             if not isinstance(item, MessageChunk):
                 yield item
+                await trio.lowlevel.checkpoint()  # (the step that ends the stream)
                 return
+            self._streaming = not item.final
             yield item.data
             if item.final:
+                await trio.lowlevel.checkpoint()
                 return
         while True:
             item = await self._take()
             assert type(item) is MessageChunk
+            self._streaming = not item.final
             if item.data:  # the final frame of a fragmented message is often empty
                 yield item.data
             if item.final:
+                await trio.lowlevel.checkpoint()
                 return
+
+    async def _skip_abandoned(self) -> None:
+        """Drop the rest of a message whose ``receive_stream()`` was left before its end."""
+        while self._streaming:
+            item = await self._take()
+            if not isinstance(item, MessageChunk) or item.final:
+                self._streaming = False
 
     async def _take(self) -> str | bytes | MessageChunk:
         """The next queued item, waiting for one; ``ConnectionClosed`` once none will come.
@@ -424,6 +446,15 @@ class WebSocketConnection:
         below). A checkpoint on every path: cancellable on entry, and other tasks run before
         it returns even when a message was ready."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            return await self._take_or_wait()
+        finally:
+            # However a receiver leaves (a message, an error, cancelled), check later that
+            # somebody still reads.
+            if self._inline and not self._check_pending:
+                self._arm_reading_check()
+
+    async def _take_or_wait(self) -> str | bytes | MessageChunk:
         messages = self._messages
         waited = False
         while not messages:
@@ -452,8 +483,6 @@ class WebSocketConnection:
         self._receives += 1
         if len(messages) < self._options.max_queue:
             self._space_lot.unpark_all()
-        if self._inline and not self._check_pending:
-            self._arm_reading_check()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return message
@@ -485,8 +514,8 @@ class WebSocketConnection:
         if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
         event = self._pings[payload] = trio.Event()
-        if not self._receivers_waiting:
-            self._hand_back()  # nobody receives: the run task reads the pong
+        if not self._receivers_waiting and self._outbox.sendable:
+            self._hand_back()  # nobody receives: the connection's task reads the pong
         try:
             await self._offer(self._outbox.offer_ping, payload)
             await event.wait()
@@ -580,6 +609,8 @@ class WebSocketConnection:
             return now + interval
         self._pings[payload] = trio.Event()
         self._keepalive_ping, self._keepalive_sent = payload, now
+        if not self._receivers_waiting:
+            self._hand_back()  # nobody receives: the connection's task reads the pong
         return now + (interval if timeout is None else min(interval, timeout))
 
     def _keepalive_timed_out(self) -> None:
@@ -623,6 +654,8 @@ class WebSocketConnection:
 
     def _spawn_task(self) -> None:
         """Start the connection's task, if it is not running (and we were started)."""
+        if self._done.is_set():
+            return
         if not self._task_running and self._nursery is not None and self._started:
             self._task_running = True
             self._nursery.start_soon(self._task)
@@ -697,6 +730,7 @@ class WebSocketConnection:
             self._core.receive_eof()
         self._finished = True
         self._fd = None  # never read a descriptor that may be closed and reused
+        self._outbox.wake()  # senders waiting for room: the connection is over
         self._spawn_task()  # it writes what is left and closes the stream
         self._message_lot.unpark_all()
         self._space_lot.unpark_all()
@@ -772,6 +806,8 @@ class WebSocketConnection:
             self._receivers_waiting -= 1
             if not self._inline:
                 self._space_lot.unpark_all()  # the connection's task waits to read
+            elif self._receivers_waiting:
+                self._message_lot.unpark_all()  # (if we were cancelled) another reads now
         self._grow(len(data))
         if data:
             self._process(data)
