@@ -180,9 +180,9 @@ class WebSocketConnection:
         self._abort: tuple[int, str] | None = None
         # Reading (see "Reading" below).
         self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
-        self._inline = False  # receivers read the socket themselves; the run task waits
+        self._inline = False  # receivers read the socket (not the connection's task)
         self._reading = False  # a task is in a read (only one may be)
-        self._read_scope: trio.CancelScope | None = None  # the run task's read, to take over
+        self._read_scope: trio.CancelScope | None = None  # its task's read (to take over)
         self._read_size = _READ_SIZE
         self._answering = False  # the last bytes read made the core answer (pongs...)
         self._receives = 0  # messages taken
@@ -470,7 +470,7 @@ class WebSocketConnection:
                     waited = await self._read_inline() or waited
                     continue
                 if self._read_scope is not None:
-                    self._inline = True  # the run task is waiting to read: take over from it
+                    self._inline = True  # the task waits to read: take over
                     self._read_scope.cancel()
             waited = True
             self._receivers_waiting += 1
@@ -565,7 +565,7 @@ class WebSocketConnection:
         if not self._outbox.close(code, reason, discard_queued=discard_queued):
             return False
         self._messages.clear()
-        self._hand_back()  # the run task reads the peer's close frame
+        self._hand_back()  # the connection's task reads the peer's close frame
         self._space_lot.unpark_all()
         self._message_lot.unpark_all()
         self._arm_deadline(trio.current_time() + self._options.close_timeout)
@@ -744,9 +744,10 @@ class WebSocketConnection:
     #
     # On a socket, a task waiting in receive() with nothing queued reads the socket itself
     # ("inline"): the bytes it reads become the messages it returns, with no task switch. The
-    # run task reads instead (answering pings and close frames) whenever nobody has been
-    # receiving for _HAND_BACK seconds, when we start closing, and on other streams (TLS,
-    # memory). Only one task reads at a time (_reading).
+    # connection's task (_task, spawned when needed) reads instead, answering pings and close
+    # frames, whenever nobody has been receiving for _HAND_BACK seconds, for ping() and
+    # keepalive pongs, when we start closing, and on other streams (TLS, memory). Only one
+    # task reads at a time (_reading); a receiver that finds the task reading takes over.
 
     def _process(self, data: bytes | bytearray) -> None:
         """Feed bytes to the core: queue the messages, answer what the core answers."""
@@ -800,7 +801,7 @@ class WebSocketConnection:
         except BlockingIOError:
             return waited  # readable, then not: try again
         except (OSError, trio.ClosedResourceError):
-            data = b""  # reset, or closed by the run task: the end of the stream
+            data = b""  # reset, or closed by the connection's task: the end of the stream
         finally:
             self._reading = False
             self._receivers_waiting -= 1
@@ -826,7 +827,7 @@ class WebSocketConnection:
             timer.schedule(due, self._check_reading)
 
     def _check_reading(self, now: float) -> float | None:
-        """Timer callback: give reading back to the run task if nobody is receiving."""
+        """Timer callback: give reading back to the connection's task if nobody is receiving."""
         if self._finished or not self._inline or self._receivers_waiting:
             self._check_pending = False  # (the next receive() that returns arms it again)
             return None
