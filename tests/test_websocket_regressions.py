@@ -238,7 +238,7 @@ async def test_whole_send_waiting_for_room_meets_a_fragmented_send() -> None:
 
             async def whole() -> None:
                 try:
-                    for _ in range(200):
+                    for _ in range(40):
                         await server_ws.send(payload)
                 except Exception as exc:
                     errors.append(exc)
@@ -257,7 +257,7 @@ async def test_whole_send_waiting_for_room_meets_a_fragmented_send() -> None:
                 nursery.start_soon(fragmented)
                 await trio.testing.wait_all_tasks_blocked()
                 with trio.move_on_after(3):
-                    for _ in range(201):
+                    for _ in range(41):
                         await client_ws.receive()
         if errors:
             break

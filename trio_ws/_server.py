@@ -298,7 +298,7 @@ class WebSocketServer:
         What the listeners do for each connection; for streams from elsewhere (e.g.
         ``trio_ws.testing``'s memory streams). Returns when the stream is closed.
         """
-        remote = address(stream, peer=True)
+        remote = _Peer(stream)  # for log lines: the address is looked up only if one is written
         ws_request: WebSocketRequest | None = None
         admitted = False
         self._streams += 1
@@ -319,7 +319,7 @@ class WebSocketServer:
             refusal = self._refusal(request)
             if refusal is not None:
                 status, message = refusal
-                logger.info("refused %s %s: %s", _fmt(remote), request.target, message)
+                logger.info("refused %s %s: %s", remote, request.target, message)
                 await stream.send_all(core.reject(status, _TEXT, f"{message}\n".encode()))
                 return
             admitted = True
@@ -369,7 +369,7 @@ class WebSocketServer:
         return None
 
     async def _read_request(
-        self, stream: trio.abc.Stream, core: Connection, remote: Any
+        self, stream: trio.abc.Stream, core: Connection, remote: _Peer
     ) -> Request | None:
         """Read the opening handshake; answer and return ``None`` if it is bad or too slow."""
         with trio.move_on_after(self.handshake_timeout):
@@ -382,20 +382,20 @@ class WebSocketServer:
                     if not data:
                         return None
             except HandshakeError as exc:
-                logger.info("handshake from %s failed: %s", _fmt(remote), exc.message)
+                logger.info("handshake from %s failed: %s", remote, exc.message)
                 body = f"Failed to open a WebSocket connection: {exc.message}.\n".encode()
                 headers = [*exc.headers, ("Content-Type", "text/plain; charset=utf-8")]
                 self.metrics.count_handshake(exc.status)
                 with trio.move_on_after(1):
                     await stream.send_all(http_response(exc.status, headers, body))
                 return None
-        logger.info("handshake from %s timed out", _fmt(remote))
+        logger.info("handshake from %s timed out", remote)
         self.metrics.count_handshake(408)
         with trio.move_on_after(1):
             await stream.send_all(http_response(408, _TEXT, b"Request Timeout\n"))
         return None
 
-    async def _run_handler(self, ws_request: WebSocketRequest, remote: Any) -> None:
+    async def _run_handler(self, ws_request: WebSocketRequest, remote: _Peer) -> None:
         try:
             await self._handler(ws_request)
         except ConnectionClosed:
@@ -406,7 +406,7 @@ class WebSocketServer:
                 await ws_request.respond(exc.status, headers=exc.headers, body=exc.message + "\n")
             return
         except Exception:
-            logger.exception("handler failed for %s %s", _fmt(remote), ws_request.path)
+            logger.exception("handler failed for %s %s", remote, ws_request.path)
             conn = ws_request.connection
             if conn is not None:
                 await conn.aclose(1011, "internal error")
@@ -433,6 +433,18 @@ def _listener_socket(listener: trio.abc.Listener[Any]) -> Any:
     while isinstance(inner, trio.SSLListener):
         inner = inner.transport_listener
     return getattr(inner, "socket", None)
+
+
+class _Peer:
+    """A stream's peer address, formatted when a log line is written (not before)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    def __str__(self) -> str:
+        return _fmt(address(self.stream, peer=True))
 
 
 def _fmt(address: Any) -> str:

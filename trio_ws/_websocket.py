@@ -731,7 +731,10 @@ class WebSocketConnection:
         self._finished = True
         self._fd = None  # never read a descriptor that may be closed and reused
         self._outbox.wake()  # senders waiting for room: the connection is over
-        self._spawn_task()  # it writes what is left and closes the stream
+        if self._closes_now():
+            self._close_now()
+        else:
+            self._spawn_task()  # it writes what is left and closes the stream
         self._message_lot.unpark_all()
         self._space_lot.unpark_all()
         for event in self._pings.values():
@@ -739,6 +742,26 @@ class WebSocketConnection:
         callbacks, self._close_callbacks = self._close_callbacks, {}
         for callback in callbacks.values():
             callback()
+
+    def _closes_now(self) -> bool:
+        """A clean end on a server's socket with everything written: nothing left to wait
+        for, as the server closes TCP first (RFC 6455 section 7.1.1)."""
+        return (
+            not self._task_running
+            and self._outbox.idle
+            and self._core.role is Role.SERVER
+            and self._core.failure is None
+            and type(self._stream) is trio.SocketStream
+        )
+
+    def _close_now(self) -> None:
+        """Close the socket from here, without a task (the common end of a connection)."""
+        assert type(self._stream) is trio.SocketStream
+        self._outbox.finish()
+        self._done.set()
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        self._stream.socket.close()
 
     # Reading ----------------------------------------------------------------------------------
     #
