@@ -793,6 +793,15 @@ class WebSocketConnection:
         if core.state is ConnectionState.CLOSED:
             self._finish()
 
+    def _received(self, data: bytes | bytearray) -> None:
+        """What one read of the socket gave (``b""`` at its end, which _finish() gives the
+        core: 1006 if no close frame came)."""
+        self._grow(len(data))
+        if data:
+            self._process(data)
+        else:
+            self._finish()
+
     def _grow(self, size: int) -> None:
         """Larger reads while they come back full; back to the default once they do not."""
         if size == self._read_size:
@@ -832,12 +841,7 @@ class WebSocketConnection:
                 self._space_lot.unpark_all()  # the connection's task waits to read
             elif self._receivers_waiting:
                 self._message_lot.unpark_all()  # (if we were cancelled) another reads now
-        self._grow(len(data))
-        if data:
-            self._process(data)
-        else:
-            self._core.receive_eof()
-            self._finish()
+        self._received(data)
         return waited
 
     def _arm_reading_check(self) -> None:
@@ -905,12 +909,7 @@ class WebSocketConnection:
             if scope.cancelled_caught:
                 self._message_lot.unpark_all()  # a receiver took over: it may read now
                 continue
-            self._grow(len(data))
-            if data:
-                self._process(data)
-            else:
-                core.receive_eof()
-                self._finish()
+            self._received(data)
         return True
 
     async def _wait_drained(self) -> None:
