@@ -55,6 +55,18 @@ def bounded(
     return decorate if fn is None else decorate(fn)
 
 
+async def first_line(process: trio.Process, what: str = "the process") -> bytes:
+    """The first line a child process writes to its stdout (byte by byte: what follows it
+    stays unread); fails if the process closes its stdout first."""
+    assert process.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await process.stdout.receive_some(1)
+        assert chunk, f"{what} exited before writing a line"
+        line += chunk
+    return line
+
+
 #: Sizes around the frame-length encodings of RFC 6455 section 5.2.
 EDGE_SIZES = [0, 125, 126, 65535, 65536]
 

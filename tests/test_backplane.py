@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import first_line
 
 import trio_ws
 from trio_ws._backplane import LocalBackplane, batch_sender, decode_batch, encode_batch
@@ -605,11 +606,7 @@ async def test_broadcast_example_as_a_cluster(redis_server: RedisServer) -> None
     assert process.stdout is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the example exited before it was ready"
-                line += chunk
+            line = await first_line(process, "the example")
             port = int(re.search(rb":(\d+)/", line).group(1))  # type: ignore[union-attr]
             url = f"ws://{HOST}:{port}/ws"
             async with AsyncExitStack() as stack:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import first_line
 
 import trio_ws
 
@@ -246,11 +247,7 @@ async def cli_server(*args: str) -> AsyncIterator[str]:
     assert process.stdout is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the server exited before printing its URL"
-                line += chunk
+            line = await first_line(process, "the server")
         url = line.decode().split()[-1]
         assert url.startswith(f"ws://{HOST}:")
         yield url
@@ -412,11 +409,7 @@ async def test_serve_wss_with_a_certificate(tmp_path: Path) -> None:
     assert process.stdout is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, "the server exited before printing its URL"
-                line += chunk
+            line = await first_line(process, "the server")
             url = line.decode().split()[-1]
             assert url.startswith(f"wss://{HOST}:")
             client_context = ssl.create_default_context()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import trio
+from helpers import first_line
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0
@@ -49,11 +50,7 @@ async def test_the_chat_example_says_which_url_to_open() -> None:
     assert process.stdout is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, "the example exited before printing its URL"
-                line += chunk
+            line = await first_line(process, "the example")
             assert re.fullmatch(rb"chat on http://127\.0\.0\.1:\d+/\n", line), line
             process.terminate()
             assert await process.wait() == 0

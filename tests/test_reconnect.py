@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import first_line
 
 import trio_ws
 from trio_ws import Reconnect
@@ -77,11 +78,7 @@ class ServerProcess:
         )
         self.process = process
         assert process.stdout is not None
-        line = b""
-        while not line.endswith(b"\n"):  # "echo server on ws://...": it listens
-            chunk = await process.stdout.receive_some(4096)
-            assert chunk, "the server exited before listening"
-            line += chunk
+        line = await first_line(process, "the server")
         assert line.startswith(b"echo server on"), line
 
     async def stop(self, signum: int) -> int:
