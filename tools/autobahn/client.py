@@ -143,49 +143,10 @@ def wait_for_report(outdir: Path, agent: str, count: int, timeout: float) -> Non
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Exit status: 0 all cases pass, 1 some case fails, 2 the run itself failed.",
-    )
-    parser.add_argument(
-        "--cases",
-        default=server_run.DEFAULT_CASES,
-        help=f"comma-separated case patterns (default: {server_run.DEFAULT_CASES})",
-    )
-    parser.add_argument("--exclude", default="", help="comma-separated case patterns to skip")
-    parser.add_argument(
-        "--outdir",
-        default="build/autobahn-client",
-        type=Path,
-        help="report folder (default: build/autobahn-client); index.html there is the report",
-    )
-    parser.add_argument("--agent", default="trio_ws", help="agent name in the report")
-    parser.add_argument("--host", default="127.0.0.1", help="fuzzing server host")
-    parser.add_argument("--port", type=int, default=0, help="its port (default: a free one)")
-    parser.add_argument(
-        "--startup-timeout", type=float, default=60.0, help="seconds for wstest to listen"
-    )
+    parser = server_run.common_parser("build/autobahn-client", 60.0, "fuzzing server")
+    parser.description = __doc__.split("\n\n")[0] if __doc__ else None
     parser.add_argument(
         "--case-timeout", type=float, default=120.0, help="seconds per case (default: 120)"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds for the whole run (default: 3600)"
-    )
-    parser.add_argument(
-        "--wstest",
-        type=Path,
-        default=server_run.default_home() / "wstest",
-        help="wstest launcher written by install.sh (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--allow",
-        action="append",
-        default=[],
-        metavar="VERDICT",
-        help="also accept this verdict, e.g. NON-STRICT (repeatable)",
-    )
-    parser.add_argument(
-        "--summary-only", action="store_true", help="summarise <outdir>/index.json only"
     )
     return parser.parse_args(argv)
 

@@ -251,7 +251,10 @@ def summarize(outdir: Path, agent: str | None, allowed: frozenset[str]) -> int:
     return worst
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def common_parser(outdir: str, startup_timeout: float, peer: str) -> argparse.ArgumentParser:
+    """The options both drivers take (this one and client.py): cases, report, wstest,
+    verdicts; ``peer`` names the side that runs apart (the echo server, the fuzzing server).
+    """
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="Exit status: 0 all cases pass, 1 some case fails, 2 the run itself failed.",
@@ -266,35 +269,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--outdir",
-        default="build/autobahn",
+        default=outdir,
         type=Path,
-        help="report folder (default: build/autobahn); index.html there is the report",
+        help=f"report folder (default: {outdir}); index.html there is the report",
     )
     parser.add_argument("--agent", default="trio_ws", help="agent name in the report")
+    parser.add_argument("--host", default="127.0.0.1", help=f"{peer} host (default: 127.0.0.1)")
     parser.add_argument(
-        "--server-cmd",
-        help="command that starts the echo server; '{host}' and '{port}' are substituted if"
-        " present, else '--host HOST --port PORT' is appended"
-        " (default: this python running examples/echo_server.py)",
-    )
-    parser.add_argument(
-        "--url", help="test a server that is already running at this ws:// URL (none is started)"
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="server host (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=0, help="server port (default: a free port is picked)"
+        "--port", type=int, default=0, help=f"{peer} port (default: a free port is picked)"
     )
     parser.add_argument(
         "--startup-timeout",
         type=float,
-        default=20.0,
-        help="seconds to wait for the server to accept connections (default: 20)",
+        default=startup_timeout,
+        help=f"seconds to wait for the {peer} to accept connections (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=3600.0,
-        help="seconds before wstest is killed (default: 3600)",
+        help="seconds for the whole run, then wstest is killed (default: 3600)",
     )
     parser.add_argument(
         "--wstest",
@@ -313,6 +307,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--summary-only",
         action="store_true",
         help="do not run anything; summarise the existing <outdir>/index.json",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = common_parser("build/autobahn", 20.0, "echo server")
+    parser.add_argument(
+        "--server-cmd",
+        help="command that starts the echo server; '{host}' and '{port}' are substituted if"
+        " present, else '--host HOST --port PORT' is appended"
+        " (default: this python running examples/echo_server.py)",
+    )
+    parser.add_argument(
+        "--url", help="test a server that is already running at this ws:// URL (none is started)"
     )
     return parser.parse_args(argv)
 
