@@ -35,7 +35,7 @@ from ._handshake import (
     Request,
     ServerHandshake,
 )
-from ._headers import Headers
+from ._headers import EMPTY_HEADERS
 from ._metrics import LOCAL, REMOTE, Metrics
 
 __all__ = [
@@ -230,9 +230,9 @@ class Connection:
         self.extensions: list[Extension] = []
         self.subprotocol: str | None = None
         #: Headers of the 101 response (sent by a server, received by a client).
-        self.response_headers = Headers()
+        self.response_headers = EMPTY_HEADERS
         #: Headers of the request (client side; the server has them in ``RequestReceived``).
-        self.request_headers = Headers()
+        self.request_headers = EMPTY_HEADERS
         #: The peer's close code and reason, once its close frame arrived.
         self.close_received: tuple[int, str] | None = None
         #: Our close code and reason, once we sent a close frame.

@@ -20,7 +20,7 @@ import attrs
 import h11
 
 from ._errors import HandshakeError
-from ._headers import Headers
+from ._headers import EMPTY_HEADERS, Headers
 
 __all__ = [
     "ClientHandshake",
@@ -54,11 +54,17 @@ def accept_key(key: str | bytes) -> str:
     return base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode("ascii")
 
 
+_FORBIDDEN_IN_VALUE = re.compile("[\r\n\0]")
+
+
 def check_header_value(value: str) -> str:
     """Refuse a header value with CR, LF or NUL, which would let it inject headers."""
-    if any(c in value for c in "\r\n\0"):
+    if _FORBIDDEN_IN_VALUE.search(value):
         raise ValueError(f"invalid character in header value {value!r}")
     return value
+
+
+_UPGRADE_HEADERS = ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"))
 
 
 def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
@@ -115,7 +121,7 @@ class ServerHandshake:
         self._line_checked = False
         self.request: Request | None = None
         #: The headers of the 101 response, once ``accept()`` built it.
-        self.response_headers = Headers()
+        self.response_headers = EMPTY_HEADERS
 
     def _check_request_line(self) -> None:
         """Refuse a complete first line that is not HTTP (h11 waits for the whole head)."""
@@ -177,17 +183,14 @@ class ServerHandshake:
             )
         if subprotocol is not None and subprotocol not in request.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
-        headers = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(request.key)),
-        ]
+        headers = [("Sec-WebSocket-Accept", accept_key(request.key))]
         if subprotocol is not None:
             headers.append(("Sec-WebSocket-Protocol", subprotocol))
         if extensions:
             headers.append(("Sec-WebSocket-Extensions", extensions))
         headers.extend(extra_headers)
-        raw = _encode_headers(headers)
+        # Section 4.2.2 step 5: the status line, Upgrade, Connection, Sec-WebSocket-Accept.
+        raw = [*_UPGRADE_HEADERS, *_encode_headers(headers)]
         self.response_headers = Headers.from_raw(raw)
         response = h11.InformationalResponse(
             status_code=101, headers=raw, reason=b"Switching Protocols"

@@ -6,7 +6,9 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
-__all__ = ["Headers", "split_tokens"]
+__all__ = ["EMPTY_HEADERS", "Headers", "split_tokens"]
+
+_intern = sys.intern
 
 
 class Headers(Sequence[tuple[str, str]]):
@@ -20,13 +22,13 @@ class Headers(Sequence[tuple[str, str]]):
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # Names interned: every connection's "sec-websocket-key" is then one string, not one each.
-        self._items = tuple((sys.intern(name.lower()), value) for name, value in items)
+        self._items = tuple([(_intern(name.lower()), value) for name, value in items])
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
         """Headers from raw ``(name, value)`` byte pairs, decoded as ISO-8859-1."""
         # Header values are ISO-8859-1 on the wire (RFC 9110 section 5.5).
-        return cls((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
+        return cls([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw])
 
     @overload
     def __getitem__(self, key: int) -> tuple[str, str]: ...
@@ -91,3 +93,7 @@ class Headers(Sequence[tuple[str, str]]):
 def split_tokens(value: str) -> list[str]:
     """Split a comma-separated header value (RFC 9110 section 5.6.1) into stripped items."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+#: No header fields: what a connection has before its handshake (``Headers`` is immutable).
+EMPTY_HEADERS = Headers()

@@ -545,6 +545,9 @@ class WebSocketConnection:
         Bounded without any help from the caller: the connection's task ends by its close
         deadline; should it not (it never ran), the stream is closed here after twice that.
         """
+        if self._done.is_set():
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the schedule point
+            return
         with trio.move_on_after(2 * self._options.close_timeout + 1):
             await self._done.wait()
             return
