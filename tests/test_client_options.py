@@ -142,6 +142,34 @@ async def test_proxy_refusal_is_a_handshake_error() -> None:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", "malformed HTTP response"),
+        (b"", "closed without a response"),
+        (b"HTTP/1.1 200 Connection established\r\n\r\nhello", "data before the tunnel"),
+    ],
+    ids=["malformed", "closed", "early-data"],
+)
+async def test_a_broken_proxy_answer_is_a_handshake_error(answer: bytes, message: str) -> None:
+    async def answer_badly(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        await stream.send_all(answer)
+        await stream.aclose()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, answer_badly, 0, host="127.0.0.1")
+            )
+            proxy = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+            with pytest.raises(trio_ws.HandshakeError, match=message) as refused:
+                async with trio_ws.open_websocket_url("ws://127.0.0.1:9/", proxy=proxy):
+                    pass
+            assert refused.value.status == 0
+            nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["opening-handshake", "tls-handshake"])
 async def test_a_connect_timeout_says_which_step_it_cut_short(tls: bool) -> None:
     """A server that accepts TCP and then says nothing: TooSlowError names the step."""

@@ -49,12 +49,12 @@ async def connect_websocket(
         host,
         port,
         resource,
-        ssl_context,
-        subprotocols,
-        extra_headers,
-        options,
-        connect_timeout,
-        unix_socket,
+        ssl_context=ssl_context,
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        options=options,
+        connect_timeout=connect_timeout,
+        unix_socket=unix_socket,
     )
     conn.start(nursery)
     return conn
@@ -64,6 +64,7 @@ async def _connect(
     host: str,
     port: int,
     resource: str,
+    *,
     ssl_context: ssl.SSLContext | bool | None,
     subprotocols: Sequence[str],
     extra_headers: HeaderList,
@@ -72,6 +73,8 @@ async def _connect(
     unix_socket: str | None = None,
     proxy: str | None = None,
 ) -> WebSocketConnection:
+    """Connect (TCP, Unix socket or proxy tunnel), TLS, then the opening handshake, all
+    within ``connect_timeout`` seconds; the connection is not started."""
     host, resource = ascii_host(host), quote_target(resource)  # ValueError before connecting
     if ssl_context is True:
         ssl_context = ssl.create_default_context()
@@ -195,13 +198,13 @@ async def open_websocket(
         host,
         port,
         resource,
-        ssl_context,
-        subprotocols,
-        extra_headers,
-        options,
-        connect_timeout,
-        unix_socket,
-        proxy,
+        ssl_context=ssl_context,
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        options=options,
+        connect_timeout=connect_timeout,
+        unix_socket=unix_socket,
+        proxy=proxy,
     )
     async with running_block(conn) as running:
         yield running
@@ -286,11 +289,11 @@ async def open_websocket_url(
                 host,
                 port,
                 target,
-                (ssl_context or True) if secure else None,
-                subprotocols,
-                headers,
-                options,
-                connect_timeout,
+                ssl_context=(ssl_context or True) if secure else None,
+                subprotocols=subprotocols,
+                extra_headers=headers,
+                options=options,
+                connect_timeout=connect_timeout,
                 proxy=_proxy_for(proxy, secure, host),
             )
         except HandshakeError as exc:
@@ -382,21 +385,12 @@ async def _open_tunnel(proxy: str, host: str, port: int) -> trio.abc.Stream:
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             headers.append(("Proxy-Authorization", _basic(credentials)))
-        conn = h11.Connection(h11.CLIENT)
         request = h11.Request(method="CONNECT", target=authority, headers=headers)
-        await stream.send_all(conn.send(request) or b"")
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Response):
-                break
-            if isinstance(event, h11.ConnectionClosed):
-                raise HandshakeError("proxy closed the connection", status=0)
-        if not 200 <= event.status_code < 300:
+        response, _, conn = await http_exchange(stream, request, read_body=False)
+        if not 200 <= response.status_code < 300:
             raise HandshakeError(
-                f"proxy refused CONNECT with HTTP {event.status_code}", status=event.status_code
+                f"proxy refused CONNECT with HTTP {response.status_code}",
+                status=response.status_code,
             )
         if conn.trailing_data[0]:
             raise HandshakeError("proxy sent data before the tunnel was open", status=0)
@@ -404,3 +398,37 @@ async def _open_tunnel(proxy: str, host: str, port: int) -> trio.abc.Stream:
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+
+
+async def http_exchange(
+    stream: trio.abc.Stream, request: h11.Request, *, read_body: bool
+) -> tuple[h11.Response, bytes, h11.Connection]:
+    """Send ``request`` (without a body) and read the response with h11: its head, and its
+    body until the end of the message if ``read_body``. Returns the response, the body and
+    the h11 state (whose ``trailing_data`` holds what followed). A malformed response, or
+    none, raises ``HandshakeError`` with status 0."""
+    conn = h11.Connection(h11.CLIENT)
+    await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+    response: h11.Response | None = None
+    body = bytearray()
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data and response is None:
+                    break
+                conn.receive_data(bytes(data))
+            elif isinstance(event, h11.Response):
+                response = event
+                if not read_body:
+                    break
+            elif isinstance(event, h11.Data):
+                body += event.data
+            else:  # EndOfMessage, ConnectionClosed or PAUSED (after a CONNECT's 2xx)
+                break
+    except h11.RemoteProtocolError as exc:
+        raise HandshakeError(f"malformed HTTP response: {exc}", status=0) from None
+    if response is None:
+        raise HandshakeError("connection closed without a response", status=0)
+    return response, bytes(body), conn

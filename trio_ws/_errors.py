@@ -66,9 +66,11 @@ class RedirectError(HandshakeError):
 
 
 class ConnectionClosed(WebSocketError):
-    """The connection is closed; ``code`` and ``reason`` say how (1006 if no close frame came).
+    """The connection is closed; ``code`` and ``reason`` say how (RFC 6455 section 7.1.5).
 
-    ``code`` and ``reason`` are the peer's close frame if one arrived, else ours.
+    They are the peer's close frame if one arrived; else the code and reason we failed the
+    connection with (1002, 1007, 1009, 1011 "keepalive ping timeout"...); else 1006 with an
+    empty reason: no close frame came, even if we sent one.
     """
 
     def __init__(self, code: int, reason: str, *, by_peer: bool | None = None) -> None:

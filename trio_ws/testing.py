@@ -30,7 +30,7 @@ import h11
 import trio
 import trio.testing
 
-from ._client import client_handshake, running_block
+from ._client import client_handshake, http_exchange, running_block
 from ._errors import ConnectionClosed, HandshakeError
 from ._handshake import HeaderList, quote_target
 from ._headers import Headers
@@ -200,30 +200,11 @@ class MemoryServer:
             method="GET", target=quote_target(target), headers=[("Host", "localhost"), *headers]
         )
         stream = self._open_stream()
-        client = h11.Connection(h11.CLIENT)
-        response: h11.Response | None = None
-        body = bytearray()
         try:
-            await stream.send_all(
-                (client.send(request) or b"") + (client.send(h11.EndOfMessage()) or b"")
-            )
-            while True:
-                event = client.next_event()
-                if event is h11.NEED_DATA:
-                    client.receive_data(bytes(await stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    response = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    break
-        except h11.RemoteProtocolError as exc:
-            raise HandshakeError(f"malformed HTTP response: {exc}", status=0) from None
+            response, body, _ = await http_exchange(stream, request, read_body=True)
         finally:
             await trio.aclose_forcefully(stream)
-        if response is None:
-            raise HandshakeError("connection closed without a response", status=0)
-        return HTTPResponse(response.status_code, Headers.from_raw(response.headers), bytes(body))
+        return HTTPResponse(response.status_code, Headers.from_raw(response.headers), body)
 
 
 @asynccontextmanager
