@@ -13,9 +13,9 @@ from __future__ import annotations
 import timeit
 
 import trio_ws
-from trio_ws._connection import Connection, Role
-from trio_ws._frames import Opcode, encode_frame
-from trio_ws._handshake import ClientHandshake
+from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol._frames import Opcode, encode_frame
+from trio_ws.protocol._handshake import ClientHandshake
 
 N = 200_000
 MESSAGE = b"x" * 32

@@ -22,8 +22,8 @@ import trio
 import trustme
 
 import trio_ws
-from trio_ws._frames import FrameHeader, FrameParser, Opcode, encode_frame
-from trio_ws._handshake import accept_key
+from trio_ws.protocol._frames import FrameHeader, FrameParser, Opcode, encode_frame
+from trio_ws.protocol._handshake import accept_key
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

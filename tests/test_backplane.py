@@ -27,7 +27,7 @@ import trio
 from helpers import first_line
 
 import trio_ws
-from trio_ws._backplane import LocalBackplane, batch_sender, decode_batch, encode_batch
+from trio_ws._features._backplane import LocalBackplane, batch_sender, decode_batch, encode_batch
 from trio_ws.testing import MemoryServer, open_memory_server
 
 ROOT = Path(__file__).parent.parent
@@ -126,7 +126,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def redis_backplane(url: str, **options: Any) -> Any:
-    from trio_ws._redis import RedisBackplane
+    from trio_ws._features._redis import RedisBackplane
 
     return RedisBackplane(url, **{**FAST, **options})
 
@@ -164,7 +164,7 @@ def test_bad_batches_are_refused(data: bytes) -> None:
 
 
 def test_redis_url_password_is_not_logged() -> None:
-    from trio_ws._redis import _redacted
+    from trio_ws._features._redis import _redacted
 
     assert _redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert _redacted("redis://user:secret@host:6379") == "redis://user:***@host:6379"

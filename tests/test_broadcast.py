@@ -13,10 +13,10 @@ import pytest
 import trio
 
 import trio_ws
-import trio_ws._outbox
-from trio_ws._extensions import encode_message
-from trio_ws._frames import Opcode, encode_frame
-from trio_ws._handshake import ClientHandshake
+import trio_ws._trio._outbox
+from trio_ws.protocol._extensions import encode_message
+from trio_ws.protocol._frames import Opcode, encode_frame
+from trio_ws.protocol._handshake import ClientHandshake
 from trio_ws.testing import open_memory_pair
 
 NO_PINGS = trio_ws.WebSocketOptions(ping_interval=None, close_timeout=1.0, write_queue=8)
@@ -153,7 +153,7 @@ async def test_frames_are_encoded_once_for_all_members(monkeypatch: pytest.Monke
         encoded.append(frame)
         return frame
 
-    monkeypatch.setattr(trio_ws._outbox, "encode_frame", counting_encode)
+    monkeypatch.setattr(trio_ws._trio._outbox, "encode_frame", counting_encode)
     room = trio_ws.Room()
     options = trio_ws.WebSocketOptions(ping_interval=None, compression=None)
     with trio.fail_after(10):
@@ -182,7 +182,7 @@ async def test_compressed_broadcast(
         shared.append(payload)
         return rsv, payload
 
-    monkeypatch.setattr(trio_ws._outbox, "encode_message", counting_encode)
+    monkeypatch.setattr(trio_ws._trio._outbox, "encode_message", counting_encode)
     deflate = trio_ws.PerMessageDeflate(server_no_context_takeover=no_context_takeover)
     options = trio_ws.WebSocketOptions(ping_interval=None, compression=deflate)
     room = trio_ws.Room()

@@ -312,7 +312,7 @@ def test_serve_stops_cleanly_on_sigterm_right_after_its_ready_line() -> None:
 
 
 def test_main_usage_error_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    from trio_ws._cli import main
+    from trio_ws._features._cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["serve", "--echo", "--broadcast"])
@@ -324,7 +324,8 @@ def test_main_usage_error_in_process(capsys: pytest.CaptureFixture[str]) -> None
 
 #: Runs the CLI with coredis unimportable, as where the redis extra is not installed.
 WITHOUT_COREDIS = (
-    "import sys; sys.modules['coredis'] = None; from trio_ws._cli import main; sys.exit(main())"
+    "import sys; sys.modules['coredis'] = None; "
+    "from trio_ws._features._cli import main; sys.exit(main())"
 )
 
 

@@ -19,7 +19,7 @@ import trio
 from helpers import HOST, TEST_TIMEOUT, running_server, tls_contexts
 
 import trio_ws
-from trio_ws._client import _follow
+from trio_ws._trio._client import _follow
 
 OPTIONS = trio_ws.WebSocketOptions(ping_interval=None)
 

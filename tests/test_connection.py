@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O connection state machine, trio_ws._connection.
+"""Unit tests of the sans-I/O connection state machine, trio_ws.protocol._connection.
 
 Every protocol violation is checked twice: ``conn.failure.code`` and the close frame the
 connection queued in ``data_to_send()``, parsed back by the peer ``Connection``.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_ws._connection import (
+from trio_ws.protocol._connection import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -27,8 +27,8 @@ from trio_ws._connection import (
     encode_close_reason,
     is_valid_close_code,
 )
-from trio_ws._errors import LocalProtocolError
-from trio_ws._frames import (
+from trio_ws.protocol._errors import LocalProtocolError
+from trio_ws.protocol._frames import (
     RSV1,
     RSV2,
     RSV3,

@@ -26,7 +26,7 @@ from websockets.extensions import permessage_deflate as ws_deflate
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode as WsOpcode
 
-from trio_ws._connection import (
+from trio_ws.protocol._connection import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -35,16 +35,16 @@ from trio_ws._connection import (
     ResponseReceived,
     Role,
 )
-from trio_ws._deflate import DeflateExtension, PerMessageDeflate
-from trio_ws._errors import HandshakeError, ProtocolError
-from trio_ws._extensions import (
+from trio_ws.protocol._deflate import DeflateExtension, PerMessageDeflate
+from trio_ws.protocol._errors import HandshakeError, ProtocolError
+from trio_ws.protocol._extensions import (
     Extension,
     ExtensionParams,
     negotiate_client,
     negotiate_server,
     parse_extension,
 )
-from trio_ws._frames import RSV1, FrameHeader, FrameParser, Opcode, encode_frame, new_mask
+from trio_ws.protocol._frames import RSV1, FrameHeader, FrameParser, Opcode, encode_frame, new_mask
 
 TAIL = b"\x00\x00\xff\xff"
 #: pip gives Python 3.10 websockets 16, later Pythons websockets 17.
@@ -919,13 +919,13 @@ def test_control_frames_are_never_compressed() -> None:
 
 
 def test_zlib_ng_level_1_is_avoided_with_small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trio_ws._deflate
+    import trio_ws.protocol._deflate
 
-    monkeypatch.setattr(trio_ws._deflate, "_ZLIB_NG", True)
+    monkeypatch.setattr(trio_ws.protocol._deflate, "_ZLIB_NG", True)
     assert DeflateExtension(send_window_bits=12, compress_level=1)._level == 2
     assert DeflateExtension(send_window_bits=13, compress_level=1)._level == 1
     assert DeflateExtension(send_window_bits=9, compress_level=6)._level == 6
-    monkeypatch.setattr(trio_ws._deflate, "_ZLIB_NG", False)
+    monkeypatch.setattr(trio_ws.protocol._deflate, "_ZLIB_NG", False)
     assert DeflateExtension(send_window_bits=12, compress_level=1)._level == 1
 
 
@@ -1004,8 +1004,8 @@ _BOMB_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_deflate import _zero_bomb, handshake
-    from trio_ws._deflate import PerMessageDeflate
-    from trio_ws._frames import RSV1, Opcode, encode_frame, new_mask
+    from trio_ws.protocol._deflate import PerMessageDeflate
+    from trio_ws.protocol._frames import RSV1, Opcode, encode_frame, new_mask
 
     def hwm():
         with open("/proc/self/status") as f:
@@ -1175,8 +1175,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r})
     from test_deflate import json_message
-    from trio_ws._deflate import DeflateExtension
-    from trio_ws._frames import RSV1, Opcode
+    from trio_ws.protocol._deflate import DeflateExtension
+    from trio_ws.protocol._frames import RSV1, Opcode
 
     def rss():
         with open("/proc/self/status") as f:

@@ -32,7 +32,7 @@ from test_hostile import (
 )
 
 import trio_ws
-from trio_ws._frames import Opcode
+from trio_ws.protocol._frames import Opcode
 
 TEST_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 0.5

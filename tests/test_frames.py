@@ -1,4 +1,4 @@
-"""Unit tests of the frame codec (RFC 6455 section 5): trio_ws._frames and trio_ws._mask."""
+"""Unit tests of the frame codec (RFC 6455 section 5): trio_ws.protocol._frames and _mask."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_ws._errors import ProtocolError
-from trio_ws._frames import (
+from trio_ws.protocol._errors import ProtocolError
+from trio_ws.protocol._frames import (
     FIN,
     MASK_BIT,
     RSV1,
@@ -24,11 +24,11 @@ from trio_ws._frames import (
     encode_frame,
     new_mask,
 )
-from trio_ws._mask import apply_mask as mask_module_apply_mask
-from trio_ws._mask import py_apply_mask
+from trio_ws.protocol._mask import apply_mask as mask_module_apply_mask
+from trio_ws.protocol._mask import py_apply_mask
 
 try:
-    from trio_ws._speedups import apply_mask as c_apply_mask
+    from trio_ws.protocol._speedups import apply_mask as c_apply_mask
 except ImportError:  # the optional C extension is not built
     c_apply_mask = None
 

@@ -1,7 +1,7 @@
 """Property-based and fuzz tests of the sans-I/O core.
 
 ``ConnectionPair`` is a hypothesis state machine driving a client and a server
-``trio_ws._connection.Connection`` against each other: random interleavings of messages
+``trio_ws.protocol._connection.Connection`` against each other: random interleavings of messages
 (whole or fragmented with ``send_frame``, pings in between), pings, pongs, closes from either
 side and deliveries of what is in flight in random chunk splits. Whatever the order, two
 correct peers never fail, states only move forward, every message arrives once and in order,
@@ -31,7 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from trio_ws._connection import (
+from trio_ws.protocol._connection import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -42,9 +42,9 @@ from trio_ws._connection import (
     ResponseReceived,
     Role,
 )
-from trio_ws._deflate import PerMessageDeflate
-from trio_ws._errors import LocalProtocolError
-from trio_ws._frames import Opcode
+from trio_ws.protocol._deflate import PerMessageDeflate
+from trio_ws.protocol._errors import LocalProtocolError
+from trio_ws.protocol._frames import Opcode
 
 # The fuzz targets live next to the atheris runner; load them without making tests a package.
 _spec = importlib.util.spec_from_file_location(
@@ -511,7 +511,7 @@ def test_fuzz_frame_parser_well_formed_frames(
     frames: list[tuple[int, bool, int, bytes]], config: int
 ) -> None:
     """Valid-looking headers reach the deeper checks that random bytes rarely get past."""
-    from trio_ws._frames import encode_frame
+    from trio_ws.protocol._frames import encode_frame
 
     mask = b"\x01\x02\x03\x04" if config & 1 else None
     body = b"".join(

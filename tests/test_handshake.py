@@ -1,5 +1,5 @@
-"""Unit tests of the opening handshake (RFC 6455 section 4): trio_ws._handshake and its use
-by trio_ws._connection."""
+"""Unit tests of the opening handshake (RFC 6455 section 4): trio_ws.protocol._handshake and its use
+by trio_ws.protocol._connection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_ws._connection import (
+from trio_ws.protocol._connection import (
     Connection,
     ConnectionState,
     Message,
@@ -21,9 +21,9 @@ from trio_ws._connection import (
     ResponseReceived,
     Role,
 )
-from trio_ws._errors import HandshakeError, LocalProtocolError
-from trio_ws._frames import FrameParser, Opcode, encode_frame
-from trio_ws._handshake import (
+from trio_ws.protocol._errors import HandshakeError, LocalProtocolError
+from trio_ws.protocol._frames import FrameParser, Opcode, encode_frame
+from trio_ws.protocol._handshake import (
     ClientHandshake,
     HandshakeResponse,
     Request,
@@ -36,7 +36,7 @@ from trio_ws._handshake import (
     split_target,
     split_url,
 )
-from trio_ws._headers import Headers
+from trio_ws.protocol._headers import Headers
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

@@ -8,7 +8,7 @@ close frame with the section 7.4 code afterwards), and the same server still ser
 a subprocess and records how its resident memory moved (``pytest -s`` prints the table; it
 is also written to ``build/hostile_table.md``).
 
-The raw client builds frames with ``trio_ws._frames.encode_frame`` and reads the server's
+The raw client builds frames with ``trio_ws.protocol._frames.encode_frame`` and reads the server's
 with ``FrameParser(expect_masked=False, max_frame_size=None)``, so that what is checked is
 what went on the wire.
 """
@@ -36,9 +36,17 @@ import trio
 from helpers import bounded
 
 import trio_ws
-from trio_ws._connection import Connection, Role
-from trio_ws._frames import RSV1, RSV2, RSV3, FrameHeader, FrameParser, Opcode, encode_frame
-from trio_ws._handshake import accept_key
+from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol._frames import (
+    RSV1,
+    RSV2,
+    RSV3,
+    FrameHeader,
+    FrameParser,
+    Opcode,
+    encode_frame,
+)
+from trio_ws.protocol._handshake import accept_key
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent

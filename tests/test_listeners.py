@@ -51,7 +51,7 @@ async def test_serve_and_connect_over_a_unix_socket(tmp_path: Path) -> None:
 async def test_two_servers_share_a_port_with_reuse_port() -> None:
     served: set[int] = set()
 
-    def handler(index: int) -> trio_ws._server.Handler:
+    def handler(index: int) -> trio_ws._trio._server.Handler:
         async def tagged(request: trio_ws.WebSocketRequest) -> None:
             served.add(index)
             await echo(request)

@@ -1,4 +1,4 @@
-"""trio_ws._mask: masking, and the public flag telling whether the C extension is in use."""
+"""trio_ws.protocol._mask: masking, and the public flag saying whether the C extension is used."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import trio_ws
-from trio_ws._mask import apply_mask, py_apply_mask
+from trio_ws.protocol._mask import apply_mask, py_apply_mask
 
 
 def test_masking_round_trips_in_both_implementations() -> None:
@@ -19,7 +19,7 @@ def test_masking_round_trips_in_both_implementations() -> None:
 
 
 def test_speedups_enabled_matches_the_build() -> None:
-    built = importlib.util.find_spec("trio_ws._speedups") is not None
+    built = importlib.util.find_spec("trio_ws.protocol._speedups") is not None
     assert trio_ws.speedups_enabled() is built
 
 
@@ -37,5 +37,8 @@ def _flag_in_subprocess(prelude: str) -> str:
 
 
 def test_speedups_disabled_when_the_extension_cannot_be_imported() -> None:
-    # None in sys.modules makes `import trio_ws._speedups` fail, as on a build without it.
-    assert _flag_in_subprocess("import sys; sys.modules['trio_ws._speedups'] = None") == "False"
+    # None in sys.modules makes `import trio_ws.protocol._speedups` fail, as on a build without it.
+    assert (
+        _flag_in_subprocess("import sys; sys.modules['trio_ws.protocol._speedups'] = None")
+        == "False"
+    )

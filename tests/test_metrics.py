@@ -17,9 +17,9 @@ import trio
 from helpers import first_line
 
 import trio_ws
-from trio_ws._connection import Connection, Role
-from trio_ws._frames import Opcode, encode_frame
-from trio_ws._handshake import ClientHandshake
+from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol._frames import Opcode, encode_frame
+from trio_ws.protocol._handshake import ClientHandshake
 from trio_ws.testing import open_memory_server
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from trio_ws._connection import Connection, Role
-from trio_ws._frames import Opcode, encode_frame
-from trio_ws._outbox import Offer, Outbox
+from trio_ws._trio._outbox import Offer, Outbox
+from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol._frames import Opcode, encode_frame
 
 
 def open_server_core() -> Connection:

@@ -15,8 +15,8 @@ import pytest
 import trio
 
 import trio_ws
-from trio_ws._auth import basic_auth, bearer_token, find_token, request_cookies, require
-from trio_ws._router import HTTPResult, Router
+from trio_ws._features._auth import basic_auth, bearer_token, find_token, request_cookies, require
+from trio_ws._features._router import HTTPResult, Router
 from trio_ws.testing import open_memory_pair, open_memory_server
 
 TIMEOUT = 10.0

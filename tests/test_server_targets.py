@@ -12,7 +12,7 @@ import trio
 from helpers import TEST_TIMEOUT, RawClient, running_server
 
 import trio_ws
-from trio_ws._frames import Opcode
+from trio_ws.protocol._frames import Opcode
 
 
 async def report(request: trio_ws.WebSocketRequest) -> None:

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import trio_ws
-from trio_ws._startup import describe_startup_error
+from trio_ws._features._startup import describe_startup_error
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

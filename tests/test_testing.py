@@ -308,8 +308,8 @@ async def test_thousand_round_trips(compression: bool) -> None:
 
 async def test_messages_in_the_same_read_as_the_101_are_kept() -> None:
     """The server's first frames may arrive with its 101 response, in one read."""
-    from trio_ws._frames import Opcode, encode_frame
-    from trio_ws._handshake import accept_key
+    from trio_ws.protocol._frames import Opcode, encode_frame
+    from trio_ws.protocol._handshake import accept_key
 
     client_stream, server_stream = trio.testing.memory_stream_pair()
 

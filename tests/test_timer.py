@@ -7,7 +7,7 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
-from trio_ws._timer import Timer
+from trio_ws._trio._timer import Timer
 
 
 async def test_callbacks_run_in_deadline_order_and_reschedule(

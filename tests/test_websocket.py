@@ -12,7 +12,7 @@ import trio.testing
 from helpers import HOST, RawPeer, running_server
 
 import trio_ws
-from trio_ws._frames import FrameHeader, Opcode
+from trio_ws.protocol._frames import FrameHeader, Opcode
 from trio_ws.testing import open_memory_pair
 
 NO_PINGS = trio_ws.WebSocketOptions(ping_interval=None)

@@ -19,7 +19,7 @@ import trio.testing
 from helpers import HOST, RawPeer, bounded, running_server
 
 import trio_ws
-from trio_ws._frames import Opcode
+from trio_ws.protocol._frames import Opcode
 
 #: No keepalive unless a test asks for it; short close timeouts so that a failure is quick.
 QUIET = trio_ws.WebSocketOptions(ping_interval=None, close_timeout=2)

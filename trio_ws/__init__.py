@@ -2,16 +2,31 @@
 
 Serve with ``serve_websocket(handler, host, port)``; connect with
 ``async with open_websocket_url("ws://host:port/path") as ws``. The protocol core
-(``trio_ws._connection.Connection``) does no I/O; ``trio_ws.testing`` runs handlers in memory.
+(``trio_ws.protocol``) does no I/O; ``trio_ws.testing`` runs handlers in memory.
 """
 
-from ._auth import basic_auth, basic_credentials, bearer_token, find_token, request_cookies, require
-from ._backplane import Backplane, LocalBackplane
-from ._broadcast import Room, SlowPolicy
-from ._client import client_handshake, connect_websocket, open_websocket, open_websocket_url
-from ._connection import ConnectionState
-from ._deflate import PerMessageDeflate
-from ._errors import (
+from ._features._auth import (
+    basic_auth,
+    basic_credentials,
+    bearer_token,
+    find_token,
+    request_cookies,
+    require,
+)
+from ._features._backplane import Backplane, LocalBackplane
+from ._features._broadcast import Room, SlowPolicy
+from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
+from ._features._redis import RedisBackplane
+from ._features._router import HTTPResult, Router
+from ._features._startup import StartupError, run_main
+from ._features._workers import run_workers, wait_for_stop
+from ._trio._client import client_handshake, connect_websocket, open_websocket, open_websocket_url
+from ._trio._reconnect import Reconnect, ReconnectAttempt, is_retryable
+from ._trio._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
+from ._trio._websocket import WebSocketConnection, WebSocketOptions
+from .protocol._connection import ConnectionState
+from .protocol._deflate import PerMessageDeflate
+from .protocol._errors import (
     ConnectionClosed,
     HandshakeError,
     LocalProtocolError,
@@ -19,17 +34,10 @@ from ._errors import (
     RedirectError,
     WebSocketError,
 )
-from ._handshake import Request
-from ._headers import Headers
-from ._mask import speedups_enabled
-from ._metrics import Metrics, PrometheusCollector, metrics_to_prometheus
-from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
-from ._redis import RedisBackplane
-from ._router import HTTPResult, Router
-from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
-from ._startup import StartupError, run_main
-from ._websocket import WebSocketConnection, WebSocketOptions
-from ._workers import run_workers, wait_for_stop
+from .protocol._handshake import Request
+from .protocol._headers import Headers
+from .protocol._mask import speedups_enabled
+from .protocol._metrics import Metrics
 
 __version__ = "0.1.0"
 

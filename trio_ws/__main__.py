@@ -1,6 +1,6 @@
 """``python -m trio_ws``: see ``trio_ws._cli``."""
 
-from ._cli import main
+from ._features._cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

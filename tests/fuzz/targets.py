@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from trio_ws._connection import (
+from trio_ws.protocol._connection import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -33,10 +33,10 @@ from trio_ws._connection import (
     Role,
     is_valid_close_code,
 )
-from trio_ws._deflate import PerMessageDeflate
-from trio_ws._errors import HandshakeError, ProtocolError
-from trio_ws._frames import RSV1, RSV2, RSV3, FrameParser, Opcode, encode_frame
-from trio_ws._handshake import ClientHandshake, ServerHandshake, accept_key
+from trio_ws.protocol._deflate import PerMessageDeflate
+from trio_ws.protocol._errors import HandshakeError, ProtocolError
+from trio_ws.protocol._frames import RSV1, RSV2, RSV3, FrameParser, Opcode, encode_frame
+from trio_ws.protocol._handshake import ClientHandshake, ServerHandshake, accept_key
 
 _ORDER = {
     ConnectionState.CONNECTING: 0,

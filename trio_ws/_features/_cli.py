@@ -34,15 +34,15 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from .._trio._client import open_websocket_url
+from .._trio._server import WebSocketRequest, WebSocketServer, serve_websocket
+from .._trio._websocket import WebSocketConnection, WebSocketOptions
+from ..protocol._errors import ConnectionClosed, HandshakeError
+from ..protocol._handshake import HeaderList
 from ._backplane import LocalBackplane
 from ._broadcast import Room
-from ._client import open_websocket_url
-from ._errors import ConnectionClosed, HandshakeError
-from ._handshake import HeaderList
 from ._redis import RedisBackplane
-from ._server import WebSocketRequest, WebSocketServer, serve_websocket
 from ._startup import StartupError, describe_startup_error
-from ._websocket import WebSocketConnection, WebSocketOptions
 from ._workers import run_workers, wait_for_stop
 
 __all__ = ["main"]

@@ -21,9 +21,9 @@ from collections.abc import Hashable
 
 import trio
 
-from ._connection import Connection, ConnectionState, Role
-from ._extensions import encode_message
-from ._frames import Opcode, encode_frame
+from ..protocol._connection import Connection, ConnectionState, Role
+from ..protocol._extensions import encode_message
+from ..protocol._frames import Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
 

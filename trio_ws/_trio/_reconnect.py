@@ -33,8 +33,8 @@ from types import TracebackType
 
 import trio
 
+from ..protocol._errors import ConnectionClosed, HandshakeError
 from ._client import open_websocket_url
-from ._errors import ConnectionClosed, HandshakeError
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 if sys.version_info < (3, 11):

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._frames import payload_size
-from ._outbox import Offer
-from ._websocket import WebSocketConnection
+from .._trio._outbox import Offer
+from .._trio._websocket import WebSocketConnection
+from ..protocol._frames import payload_size
 
 if TYPE_CHECKING:
     from ._backplane import Backplane

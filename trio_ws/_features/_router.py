@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from ._handshake import HeaderList, split_target
-from ._server import WebSocketRequest
+from .._trio._server import WebSocketRequest
+from ..protocol._handshake import HeaderList, split_target
 
 __all__ = ["HTTPHandler", "HTTPResult", "RouteHandler", "Router"]
 

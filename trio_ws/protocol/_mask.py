@@ -1,6 +1,6 @@
 """Masking and unmasking of payloads (RFC 6455 section 5.3), whole buffers at once.
 
-Uses the C extension ``trio_ws._speedups`` when it was built (about 50x faster on large
+Uses the C extension ``trio_ws.protocol._speedups`` when it was built (about 50x faster on large
 payloads), else one big-integer XOR in Python: never a Python loop per byte.
 """
 
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - depends on the build
 
 
 def speedups_enabled() -> bool:
-    """True when masking runs in the C extension ``trio_ws._speedups``, False when it runs in
-    pure Python (the extension was not built for this interpreter, e.g. no C compiler at
+    """True when masking runs in the C extension ``trio_ws.protocol._speedups``, False when it
+    runs in pure Python (the extension was not built for this interpreter, e.g. no C compiler at
     install time). Both give identical results; the C code is faster on large payloads."""
     return apply_mask is not py_apply_mask

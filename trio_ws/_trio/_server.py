@@ -12,12 +12,12 @@ from typing import Any
 
 import trio
 
-from ._connection import Connection, RequestReceived, Role
-from ._errors import ConnectionClosed, HandshakeError
-from ._extensions import ServerExtensionFactory
-from ._handshake import HeaderList, Request, http_response
-from ._headers import Headers
-from ._metrics import Metrics
+from ..protocol._connection import Connection, RequestReceived, Role
+from ..protocol._errors import ConnectionClosed, HandshakeError
+from ..protocol._extensions import ServerExtensionFactory
+from ..protocol._handshake import HeaderList, Request, http_response
+from ..protocol._headers import Headers
+from ..protocol._metrics import Metrics
 from ._timer import Timer
 from ._websocket import WebSocketConnection, WebSocketOptions, address
 

@@ -13,9 +13,16 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import h11
 import trio
 
-from ._connection import Connection, ResponseReceived, Role
-from ._errors import HandshakeError, RedirectError
-from ._handshake import HeaderList, Request, ascii_host, quote_target, split_target, split_url
+from ..protocol._connection import Connection, ResponseReceived, Role
+from ..protocol._errors import HandshakeError, RedirectError
+from ..protocol._handshake import (
+    HeaderList,
+    Request,
+    ascii_host,
+    quote_target,
+    split_target,
+    split_url,
+)
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 __all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._connection import (
+from ..protocol._connection import (
     Connection,
     ConnectionState,
     Message,
@@ -30,12 +30,12 @@ from ._connection import (
     Pong,
     Role,
 )
-from ._deflate import PerMessageDeflate
-from ._errors import ConnectionClosed
-from ._frames import Opcode
-from ._handshake import Request
-from ._headers import Headers
-from ._metrics import Metrics
+from ..protocol._deflate import PerMessageDeflate
+from ..protocol._errors import ConnectionClosed
+from ..protocol._frames import Opcode
+from ..protocol._handshake import Request
+from ..protocol._headers import Headers
+from ..protocol._metrics import Metrics
 from ._outbox import Offer, Outbox
 from ._timer import Timer
 

@@ -1,0 +1,52 @@
+"""trio_ws's WebSocket protocol without I/O (RFC 6455, RFC 7692): bytes in, events out.
+
+The layer the Trio connections are built on, usable from any I/O framework (asyncio, anyio,
+threads) or a test harness. A ``Connection`` takes the bytes a socket gave
+(``receive_data()``) and returns events; what must go on the wire comes back as bytes. It
+never reads the clock, imports Trio or does I/O.
+"""
+
+from ._connection import (
+    CloseReceived,
+    Connection,
+    ConnectionState,
+    Event,
+    Message,
+    MessageChunk,
+    Ping,
+    Pong,
+    RequestReceived,
+    ResponseReceived,
+    Role,
+)
+from ._deflate import PerMessageDeflate
+from ._errors import HandshakeError, LocalProtocolError, ProtocolError
+from ._extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from ._frames import Opcode
+from ._handshake import HandshakeResponse, Request
+from ._headers import Headers
+
+__all__ = [
+    "ClientExtensionFactory",
+    "CloseReceived",
+    "Connection",
+    "ConnectionState",
+    "Event",
+    "Extension",
+    "HandshakeError",
+    "HandshakeResponse",
+    "Headers",
+    "LocalProtocolError",
+    "Message",
+    "MessageChunk",
+    "Opcode",
+    "PerMessageDeflate",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Request",
+    "RequestReceived",
+    "ResponseReceived",
+    "Role",
+    "ServerExtensionFactory",
+]
