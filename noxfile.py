@@ -63,10 +63,12 @@ def tests_all_pythons(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff lint and format check (no changes made; `ruff format .` fixes formatting)."""
+    """ruff lint and format check (no changes made; `ruff format .` fixes formatting), and the
+    layering contracts of pyproject.toml's [tool.importlinter] (import-linter)."""
     _install_dev(session)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-logo")
 
 
 @nox.session

@@ -134,7 +134,7 @@ async def test_shared_frames_are_the_frames_each_outbox_would_send() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     outbox = Outbox(server_stream, open_server_core(), limit=4)
     assert outbox.shared_key == ()  # no extension, no mask: every server encodes alike
-    assert outbox.encode_shared("hello") == encode_frame(Opcode.TEXT, b"hello")
+    assert outbox.encode_shared("hello") == (encode_frame(Opcode.TEXT, b"hello"), 0)
     client_core = Connection(Role.CLIENT)
     client_core.initiate("example.com", "/")
     assert Outbox(client_stream, client_core, limit=4).shared_key is None  # masked anew

@@ -13,8 +13,8 @@ from ._features._auth import (
     request_cookies,
     require,
 )
-from ._features._backplane import Backplane, LocalBackplane
-from ._features._broadcast import Room, SlowPolicy
+from ._features._backplane import LocalBackplane
+from ._features._broadcast import Backplane, Room, SlowPolicy
 from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
 from ._features._redis import RedisBackplane
 from ._features._router import HTTPResult, Router

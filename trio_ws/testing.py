@@ -33,9 +33,7 @@ import trio.testing
 from ._trio._client import client_handshake, http_exchange, running_block
 from ._trio._server import WebSocketRequest, WebSocketServer
 from ._trio._websocket import WebSocketConnection, WebSocketOptions
-from .protocol._errors import ConnectionClosed, HandshakeError
-from .protocol._handshake import HeaderList, quote_target
-from .protocol._headers import Headers
+from .protocol import ConnectionClosed, HandshakeError, HeaderList, Headers, quote_target
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from ._broadcast import Room
 
-__all__ = ["Backplane", "LocalBackplane", "decode_batch", "encode_batch"]
+__all__ = ["LocalBackplane", "Rooms", "decode_batch", "encode_batch"]
 
 VERSION = 1
 SENDER_SIZE = 16
@@ -36,18 +36,9 @@ _ENTRY = struct.Struct("!QBI")
 _BINARY, _TEXT = 0, 1
 
 
-class Backplane(Protocol):
-    """What a ``Room`` needs from a backplane."""
-
-    def attach(self, room: Room) -> None:
-        """Deliver what other processes broadcast in ``room.name`` to ``room``."""
-
-    def publish(self, room: str, message: str | bytes) -> None:
-        """Send ``message`` to the room ``room`` of the other processes; never waits."""
-
-
-class _Rooms:
-    """The rooms of a backplane in this process, by name."""
+class Rooms:
+    """The rooms of a backplane in this process, by name: what ``LocalBackplane`` and
+    ``RedisBackplane`` share (``room()``, ``attach()``)."""
 
     def __init__(self) -> None:
         #: Rooms attached to this backplane, by name.
@@ -77,7 +68,7 @@ class _Rooms:
         pass
 
 
-class LocalBackplane(_Rooms):
+class LocalBackplane(Rooms):
     """The embedded default: rooms in this process only, so ``publish()`` does nothing.
 
     It has the same ``room()``, ``run()`` and ``wait_connected()`` as ``RedisBackplane``, so the

@@ -17,18 +17,24 @@ import enum
 import functools
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from .._trio._outbox import Offer
 from .._trio._websocket import WebSocketConnection
-from ..protocol._frames import payload_size
 
-if TYPE_CHECKING:
-    from ._backplane import Backplane
+__all__ = ["Backplane", "Room", "SlowPolicy"]
 
-__all__ = ["Room", "SlowPolicy"]
+
+class Backplane(Protocol):
+    """What a ``Room`` needs from a backplane (``LocalBackplane``, ``RedisBackplane``)."""
+
+    def attach(self, room: Room) -> None:
+        """Deliver what other processes broadcast in ``room.name`` to ``room``."""
+
+    def publish(self, room: str, message: str | bytes) -> None:
+        """Send ``message`` to the room ``room`` of the other processes; never waits."""
 
 
 @attrs.define(slots=True)
@@ -142,8 +148,7 @@ class Room:
             else:
                 encoded = frames.get(key)
                 if encoded is None:
-                    frame = outbox.encode_shared(message)
-                    encoded = frames[key] = (frame, payload_size(frame) if frame[0] & 0x40 else 0)
+                    encoded = frames[key] = outbox.encode_shared(message)
                 result = outbox.offer_frame(encoded[0])
                 metrics = ws.metrics
                 if metrics is not None and result is not Offer.FULL and result is not Offer.CLOSED:

@@ -37,8 +37,7 @@ if sys.version_info < (3, 11):
 from .._trio._client import open_websocket_url
 from .._trio._server import WebSocketRequest, WebSocketServer, serve_websocket
 from .._trio._websocket import WebSocketConnection, WebSocketOptions
-from ..protocol._errors import ConnectionClosed, HandshakeError
-from ..protocol._handshake import HeaderList
+from ..protocol import ConnectionClosed, HandshakeError, HeaderList
 from ._backplane import LocalBackplane
 from ._broadcast import Room
 from ._redis import RedisBackplane

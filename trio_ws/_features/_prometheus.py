@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..protocol._metrics import Metrics
+from ..protocol import Metrics
 
 __all__ = ["PrometheusCollector", "metrics_to_prometheus"]
 

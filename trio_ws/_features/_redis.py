@@ -32,7 +32,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-from ._backplane import _Rooms, batch_sender, decode_batch, encode_batch
+from ._backplane import Rooms, batch_sender, decode_batch, encode_batch
 from ._broadcast import Room
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _coredis() -> Any:
     return coredis
 
 
-class RedisBackplane(_Rooms):
+class RedisBackplane(Rooms):
     """Broadcasts of this process's rooms reach the rooms of the same name in other processes.
 
     ::

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from .._trio._server import WebSocketRequest
-from ..protocol._handshake import HeaderList, split_target
+from ..protocol import HeaderList, split_target
 
 __all__ = ["HTTPHandler", "HTTPResult", "RouteHandler", "Router"]
 

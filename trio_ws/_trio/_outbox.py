@@ -23,7 +23,7 @@ import trio
 
 from ..protocol._connection import Connection, ConnectionState, Role
 from ..protocol._extensions import encode_message
-from ..protocol._frames import Opcode, encode_frame
+from ..protocol._frames import RSV1, Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
 
@@ -131,14 +131,15 @@ class Outbox:
         """Frames waiting for the writer."""
         return len(self._queue)
 
-    def encode_shared(self, message: str | bytes) -> bytes:
-        """The frame of ``message`` for every outbox of this ``shared_key`` (not ``None``)."""
+    def encode_shared(self, message: str | bytes) -> tuple[bytes, int]:
+        """The frame of ``message`` for every outbox of this ``shared_key`` (not ``None``),
+        and its payload size in bytes if an extension compressed it (RSV1), else 0."""
         if isinstance(message, str):
             opcode, payload = Opcode.TEXT, message.encode("utf-8")
         else:
             opcode, payload = Opcode.BINARY, message
         rsv, payload = encode_message(self._core.extensions, opcode, payload)
-        return encode_frame(opcode, payload, rsv=rsv)
+        return encode_frame(opcode, payload, rsv=rsv), len(payload) if rsv & RSV1 else 0
 
     async def wait(self) -> None:
         """Wait until something changes: room freed, closing started, the writer ended, a

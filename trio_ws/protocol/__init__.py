@@ -20,33 +20,48 @@ from ._connection import (
     Role,
 )
 from ._deflate import PerMessageDeflate
-from ._errors import HandshakeError, LocalProtocolError, ProtocolError
+from ._errors import (
+    ConnectionClosed,
+    HandshakeError,
+    LocalProtocolError,
+    ProtocolError,
+    RedirectError,
+    WebSocketError,
+)
 from ._extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
 from ._frames import Opcode
-from ._handshake import HandshakeResponse, Request
+from ._handshake import HandshakeResponse, HeaderList, Request, quote_target, split_target
 from ._headers import Headers
+from ._metrics import Metrics
 
 __all__ = [
     "ClientExtensionFactory",
     "CloseReceived",
     "Connection",
+    "ConnectionClosed",
     "ConnectionState",
     "Event",
     "Extension",
     "HandshakeError",
     "HandshakeResponse",
+    "HeaderList",
     "Headers",
     "LocalProtocolError",
     "Message",
     "MessageChunk",
+    "Metrics",
     "Opcode",
     "PerMessageDeflate",
     "Ping",
     "Pong",
     "ProtocolError",
+    "RedirectError",
     "Request",
     "RequestReceived",
     "ResponseReceived",
     "Role",
     "ServerExtensionFactory",
+    "WebSocketError",
+    "quote_target",
+    "split_target",
 ]

@@ -83,15 +83,6 @@ def encode_frame(
     return header + mask + apply_mask(payload, mask)
 
 
-def payload_size(frame: bytes) -> int:
-    """The payload length of ``frame``, a whole frame as ``encode_frame()`` made it."""
-    length = frame[1] & 0x7F
-    header = 2 + (2 if length == 126 else 8 if length == 127 else 0)
-    if frame[1] & 0x80:
-        header += 4  # the masking key
-    return len(frame) - header
-
-
 @attrs.define(slots=True)
 class FrameHeader:
     """The fixed part of a frame, known before any of its payload."""

@@ -6,6 +6,8 @@ payloads), else one big-integer XOR in Python: never a Python loop per byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = ["apply_mask", "py_apply_mask", "speedups_enabled"]
 
 
@@ -20,10 +22,13 @@ def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
 try:
-    from ._speedups import apply_mask
+    from . import _speedups
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = py_apply_mask
+else:
+    apply_mask = _speedups.apply_mask
 
 
 def speedups_enabled() -> bool:
