@@ -20,24 +20,35 @@ from ._features._redis import RedisBackplane
 from ._features._router import HTTPResult, Router
 from ._features._startup import StartupError, run_main
 from ._features._workers import run_workers, wait_for_stop
-from ._trio._client import client_handshake, connect_websocket, open_websocket, open_websocket_url
-from ._trio._reconnect import Reconnect, ReconnectAttempt, is_retryable
-from ._trio._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
-from ._trio._websocket import WebSocketConnection, WebSocketOptions
-from .protocol._connection import ConnectionState
-from .protocol._deflate import PerMessageDeflate
-from .protocol._errors import (
+from ._trio import (
+    Reconnect,
+    ReconnectAttempt,
+    WebSocketConnection,
+    WebSocketOptions,
+    WebSocketRequest,
+    WebSocketServer,
+    client_handshake,
+    connect_websocket,
+    is_retryable,
+    open_unix_listener,
+    open_websocket,
+    open_websocket_url,
+    serve_websocket,
+)
+from .protocol import (
     ConnectionClosed,
+    ConnectionState,
     HandshakeError,
+    Headers,
     LocalProtocolError,
+    Metrics,
+    PerMessageDeflate,
     ProtocolError,
     RedirectError,
+    Request,
     WebSocketError,
+    speedups_enabled,
 )
-from .protocol._handshake import Request
-from .protocol._headers import Headers
-from .protocol._mask import speedups_enabled
-from .protocol._metrics import Metrics
 
 __version__ = "0.1.0"
 

@@ -30,9 +30,15 @@ import h11
 import trio
 import trio.testing
 
-from ._trio._client import client_handshake, http_exchange, running_block
-from ._trio._server import WebSocketRequest, WebSocketServer
-from ._trio._websocket import WebSocketConnection, WebSocketOptions
+from ._trio import (
+    WebSocketConnection,
+    WebSocketOptions,
+    WebSocketRequest,
+    WebSocketServer,
+    client_handshake,
+    http_exchange,
+    running_block,
+)
 from .protocol import ConnectionClosed, HandshakeError, HeaderList, Headers, quote_target
 
 if sys.version_info < (3, 11):

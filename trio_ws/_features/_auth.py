@@ -24,7 +24,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-from .._trio._server import WebSocketRequest
+from .._trio import WebSocketRequest
 
 __all__ = [
     "basic_auth",

@@ -21,8 +21,7 @@ from typing import Protocol
 
 import attrs
 
-from .._trio._outbox import Offer
-from .._trio._websocket import WebSocketConnection
+from .._trio import Offer, WebSocketConnection
 
 __all__ = ["Backplane", "Room", "SlowPolicy"]
 

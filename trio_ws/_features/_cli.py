@@ -34,9 +34,14 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-from .._trio._client import open_websocket_url
-from .._trio._server import WebSocketRequest, WebSocketServer, serve_websocket
-from .._trio._websocket import WebSocketConnection, WebSocketOptions
+from .._trio import (
+    WebSocketConnection,
+    WebSocketOptions,
+    WebSocketRequest,
+    WebSocketServer,
+    open_websocket_url,
+    serve_websocket,
+)
 from ..protocol import ConnectionClosed, HandshakeError, HeaderList
 from ._backplane import LocalBackplane
 from ._broadcast import Room

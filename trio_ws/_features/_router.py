@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from .._trio._server import WebSocketRequest
+from .._trio import WebSocketRequest
 from ..protocol import HeaderList, split_target
 
 __all__ = ["HTTPHandler", "HTTPResult", "RouteHandler", "Router"]

@@ -32,6 +32,7 @@ from ._extensions import ClientExtensionFactory, Extension, ServerExtensionFacto
 from ._frames import Opcode
 from ._handshake import HandshakeResponse, HeaderList, Request, quote_target, split_target
 from ._headers import Headers
+from ._mask import speedups_enabled
 from ._metrics import Metrics
 
 __all__ = [
@@ -63,5 +64,6 @@ __all__ = [
     "ServerExtensionFactory",
     "WebSocketError",
     "quote_target",
+    "speedups_enabled",
     "split_target",
 ]
