@@ -2,8 +2,9 @@
 
 A connection (``_websocket``) reads in its receivers' tasks and spawns a task of its own only
 when needed; its outgoing bytes go through one bounded outbox (``_outbox``); keepalive runs
-on one timer per server (``_timer``); then listeners (``_server``), connecting (``_client``)
-and reconnecting (``_reconnect``). Built on ``trio_ws.protocol`` only.
+on one timer per server (``_timer``). Then the server: listeners (``_server``) and the
+handler's request (``_request``); and the client: connecting (``_client``) and reconnecting
+(``_reconnect``). Built on ``trio_ws.protocol`` only.
 
 The names below are the interface the features above (``trio_ws._features``,
 ``trio_ws.testing``) use: the public ones (re-exported by ``trio_ws``), and three internal
@@ -21,7 +22,8 @@ from ._client import (
 )
 from ._outbox import Offer, Outbox
 from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
-from ._server import WebSocketRequest, WebSocketServer, open_unix_listener, serve_websocket
+from ._request import WebSocketRequest
+from ._server import WebSocketServer, open_unix_listener, serve_websocket
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 __all__ = [
