@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from trio_ws._errors import ProtocolError
 from trio_ws._frames import (
     FIN,
+    LARGE,
     MASK_BIT,
     RSV1,
     RSV2,
@@ -22,6 +23,8 @@ from trio_ws._frames import (
     Opcode,
     apply_mask,
     encode_frame,
+    encode_frame_pieces,
+    join_frame,
     new_mask,
 )
 from trio_ws._mask import apply_mask as mask_module_apply_mask
@@ -577,3 +580,21 @@ def test_arbitrary_bytes_raise_only_protocol_error(
                     assert header.length <= max_frame_size
     except ProtocolError as exc:
         assert exc.code in (1002, 1009)
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+@pytest.mark.parametrize("length", [LARGE - 1, LARGE, LARGE + 5])
+def test_large_payloads_come_apart_from_their_header(mask: bytes | None, length: int) -> None:
+    payload = bytes(range(256)) * (length // 256) + b"t" * (length % 256)
+    frame = encode_frame_pieces(Opcode.BINARY, payload, mask=mask)
+    whole = encode_frame(Opcode.BINARY, payload, mask=mask)
+    if length < LARGE:
+        assert frame == whole
+    else:
+        assert isinstance(frame, tuple)
+        header, body = frame
+        assert len(header) == 10 + (4 if mask else 0)
+        assert body is payload or mask is not None  # unmasked: the payload itself
+        assert join_frame(frame) == whole
+    [(_header, parsed)] = parse_all(whole, masked=mask is not None)
+    assert parsed == payload

@@ -17,7 +17,24 @@ import attrs
 from ._errors import ProtocolError
 from ._mask import apply_mask
 
-__all__ = ["FrameHeader", "FrameParser", "Opcode", "apply_mask", "encode_frame", "new_mask"]
+__all__ = [
+    "Frame",
+    "FrameHeader",
+    "FrameParser",
+    "Opcode",
+    "apply_mask",
+    "encode_frame",
+    "encode_frame_pieces",
+    "join_frame",
+    "new_mask",
+]
+
+#: A frame ready to write: bytes, or ``(header, payload)`` for a large payload, which
+#: ``writev(2)`` writes without the copy that would join them.
+Frame = bytes | tuple[bytes, bytes]
+
+#: Payloads from this size (the 64-bit length form) are not copied next to their header.
+LARGE: Final = 65536
 
 
 class Opcode(enum.IntEnum):
@@ -68,6 +85,14 @@ def encode_frame(
 
     ``mask`` is the 4-byte masking key a client must use (section 5.3); servers pass ``None``.
     """
+    return join_frame(encode_frame_pieces(opcode, bytes(payload), fin=fin, rsv=rsv, mask=mask))
+
+
+def encode_frame_pieces(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bytes | None = None
+) -> Frame:
+    """``encode_frame()``, but a payload of ``LARGE`` bytes or more comes apart from its header:
+    ``(header, payload)``."""
     length = len(payload)
     b0 = (FIN if fin else 0) | rsv | opcode
     mask_bit = MASK_BIT if mask is not None else 0
@@ -78,9 +103,17 @@ def encode_frame(
         header = _H16.pack(b0, mask_bit | 126, length)
     else:
         header = _H64.pack(b0, mask_bit | 127, length)
-    if mask is None:
-        return header + payload if length else header
-    return header + mask + apply_mask(payload, mask)
+    if mask is not None:
+        header += mask
+        payload = apply_mask(payload, mask)
+    if length >= LARGE:
+        return header, payload
+    return header + payload
+
+
+def join_frame(frame: Frame) -> bytes:
+    """A ``Frame`` as one bytes object."""
+    return frame if isinstance(frame, bytes) else b"".join(frame)
 
 
 def payload_size(frame: bytes) -> int:
