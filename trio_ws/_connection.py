@@ -427,6 +427,22 @@ class Connection:
             return []
         return self._receive_frames(data)
 
+    def get_buffer(self) -> memoryview | None:
+        """Where to read the next bytes into, while a large frame arrives: a writable view
+        (then call ``buffer_updated()``, not ``receive_data()``); ``None`` otherwise.
+
+        Reading into it saves a copy of the payload; ``receive_data()`` works all the same."""
+        if self._state is ConnectionState.OPEN or self._state is ConnectionState.CLOSING:
+            return self._parser.get_buffer()
+        return None
+
+    def buffer_updated(self, size: int) -> list[Event]:
+        """``receive_data()`` of ``size`` bytes written into the view ``get_buffer()`` gave."""
+        if self._state is ConnectionState.CLOSED:
+            return []
+        self._parser.buffer_updated(size)
+        return self._receive_frames(b"")
+
     def receive_eof(self) -> None:
         """The peer closed the TCP stream; the connection is CLOSED (1006 without a close)."""
         self._set_state(ConnectionState.CLOSED)
