@@ -11,7 +11,7 @@ import trio.testing
 
 from trio_ws._connection import Connection, Role
 from trio_ws._frames import LARGE, Opcode, encode_frame
-from trio_ws._outbox import Offer, Outbox, _rest, _writes
+from trio_ws._outbox import Offer, Outbox, _rest, _size, _writes
 
 
 def open_server_core() -> Connection:
@@ -215,7 +215,8 @@ def test_the_rest_of_a_partly_written_frame_is_a_view_of_it() -> None:
 def test_the_writer_joins_small_pieces_and_sends_large_ones_alone() -> None:
     big, other = b"b" * LARGE, b"o" * (LARGE + 1)
     view = memoryview(other)[1:]
-    writes = _writes([b"a", (b"H1", big), b"c", view, (b"H2", b"small")])
+    items = [b"a", (b"H1", big), b"c", view, (b"H2", b"small")]
+    writes = _writes(items, sum(map(_size, items)))
     assert writes[0] == b"aH1"
     assert writes[1] is big
     assert writes[2] == b"c"
@@ -223,7 +224,8 @@ def test_the_writer_joins_small_pieces_and_sends_large_ones_alone() -> None:
     assert writes[4] == b"H2small"
     assert len(writes) == 5
     only = b"x" * 10
-    assert _writes([only])[0] is only
+    assert _writes([only], 10)[0] is only
+    assert _writes([b"a", memoryview(b"bc")], 3) == [b"abc"]
 
 
 async def test_a_large_frame_partly_written_then_queued_arrives_whole() -> None:

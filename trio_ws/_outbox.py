@@ -295,7 +295,7 @@ class Outbox:
         queue = self._queue
         try:
             while queue:
-                writes = _writes(queue)
+                writes = _writes(queue, self._queued_bytes)
                 queue.clear()
                 self._queued_bytes = 0
                 self._partial_head = False
@@ -346,10 +346,13 @@ def _rest(item: _Item, written: int) -> _Item | None:
     return memoryview(item)[written:] if written else item
 
 
-def _writes(items: list[_Item]) -> list[bytes | memoryview]:
-    """What to send for ``items``: large pieces alone, not copied; runs of small ones joined."""
+def _writes(items: list[_Item], size: int) -> list[bytes | memoryview]:
+    """What to send for ``items`` (``size`` bytes): large pieces alone, not copied; runs of
+    small ones joined."""
     if len(items) == 1 and not isinstance(items[0], tuple):
         return [items[0]]
+    if size < LARGE:  # small pieces only (a tuple holds a large payload): join them all
+        return [b"".join(items)]  # type: ignore[arg-type]
     writes: list[bytes | memoryview] = []
     run: list[bytes | memoryview] = []
     for item in items:
