@@ -1150,3 +1150,37 @@ def test_fuzzed_frames_never_raise_on_server(
 ) -> None:
     _, server = open_pair(server_kwargs={"max_message_size": limit})
     check_fuzzed(server, chunked(b"".join(frames), cuts))
+
+
+def test_a_large_message_read_into_the_core_buffer() -> None:
+    """get_buffer() / buffer_updated(): the payload goes straight where it is unmasked from;
+    a one-frame message comes out whole, unjoined."""
+    client, server = open_pair()
+    assert server.get_buffer() is None  # no large frame begun: reads go to receive_data()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    data = client.send_message(payload)
+    assert server.receive_data(data[:65536]) == []  # (enough for a buffer of the whole)
+    events = []
+    rest = memoryview(data)[65536:]
+    view = server.get_buffer() or pytest.fail("no buffer")
+    assert len(view) == len(rest)
+    view.release()
+    while rest:
+        view = server.get_buffer() or pytest.fail("no buffer for the rest of the frame")
+        with view:
+            size = min(len(view), len(rest), 77_777)
+            view[:size] = rest[:size]
+        events += server.buffer_updated(size)
+        rest = rest[size:]
+    assert events == [Message(payload)]
+    assert server.get_buffer() is None
+
+
+def test_a_closed_connection_has_no_buffer_to_read_into() -> None:
+    client, server = open_pair()
+    server.receive_data(client.send_message(b"x" * MiB)[:1000])
+    view = server.get_buffer() or pytest.fail("no buffer")
+    view.release()
+    server.receive_eof()
+    assert server.get_buffer() is None
+    assert server.buffer_updated(10) == []

@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from trio_ws.protocol._errors import ProtocolError
 from trio_ws.protocol._frames import (
     FIN,
+    GROWTH,
+    LARGE,
     MASK_BIT,
+    PIECE,
     RSV1,
     RSV2,
     RSV3,
@@ -22,6 +25,8 @@ from trio_ws.protocol._frames import (
     Opcode,
     apply_mask,
     encode_frame,
+    encode_frame_pieces,
+    join_frame,
     new_mask,
 )
 from trio_ws.protocol._mask import apply_mask as mask_module_apply_mask
@@ -577,3 +582,125 @@ def test_arbitrary_bytes_raise_only_protocol_error(
                     assert header.length <= max_frame_size
     except ProtocolError as exc:
         assert exc.code in (1002, 1009)
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+@pytest.mark.parametrize("length", [LARGE - 1, LARGE, LARGE + 5])
+def test_large_payloads_come_apart_from_their_header(mask: bytes | None, length: int) -> None:
+    payload = bytes(range(256)) * (length // 256) + b"t" * (length % 256)
+    frame = encode_frame_pieces(Opcode.BINARY, payload, mask=mask)
+    whole = encode_frame(Opcode.BINARY, payload, mask=mask)
+    if length < LARGE:
+        assert frame == whole
+    else:
+        assert isinstance(frame, tuple)
+        header, body = frame
+        assert len(header) == 10 + (4 if mask else 0)
+        assert body is payload or mask is not None  # unmasked: the payload itself
+        assert join_frame(frame) == whole
+    [(_header, parsed)] = parse_all(whole, masked=mask is not None)
+    assert parsed == payload
+
+
+# Large payloads: a buffer of their own, which reads may fill directly ------------------------
+
+
+def read_into(parser: FrameParser, data: bytes) -> None:
+    """What one socket read of ``data`` does: into ``get_buffer()`` if the parser has one
+    (the rest of ``data`` is the next read), else ``feed()``."""
+    while data:
+        view = parser.get_buffer()
+        if view is None:
+            parser.feed(data)
+            return
+        with view:
+            size = min(len(view), len(data))
+            view[:size] = data[:size]
+        parser.buffer_updated(size)
+        data = data[size:]
+
+
+def large_payload(length: int) -> bytes:
+    return (bytes(range(251)) * (length // 251 + 1))[:length]
+
+
+@pytest.mark.parametrize("use_buffer", [False, True])
+@pytest.mark.parametrize("length", [LARGE, LARGE + 3, PIECE])
+def test_a_large_frame_comes_whole_however_it_arrives(use_buffer: bool, length: int) -> None:
+    """Up to PIECE bytes without RSV bits, of which a GROWTH-th came first: one piece (no
+    joining for a one-frame message), whatever the reads after, split at odd offsets; the
+    frame behind it in the same read too."""
+    payload = large_payload(length)
+    data = encode_frame(Opcode.BINARY, payload, mask=MASK) + encode_frame(
+        Opcode.PING, b"p", mask=MASK
+    )
+    parser = FrameParser(expect_masked=True, max_frame_size=None)
+    got = []
+    first = 14 + length // GROWTH + 1
+    for chunk in split_at(data, [1, 5, 7, 13, first, first + 40_001, length - 17, length + 15]):
+        if use_buffer:
+            read_into(parser, chunk)
+        else:
+            parser.feed(chunk)
+        while (item := parser.next()) is not None:
+            got.append(item)
+    assert [(h.opcode, piece, done) for h, piece, done in got] == [
+        (Opcode.BINARY, payload, True),
+        (Opcode.PING, b"p", True),
+    ]
+    assert parser.buffered == 0
+    assert parser.get_buffer() is None
+
+
+@pytest.mark.parametrize("use_buffer", [False, True])
+def test_a_frame_over_a_piece_comes_as_it_arrives(use_buffer: bool) -> None:
+    """Over PIECE bytes (or compressed): pieces as they arrive, unmasked at odd offsets."""
+    payload = large_payload(PIECE + 9)
+    data = encode_frame(Opcode.BINARY, payload, mask=MASK)
+    parser = FrameParser(expect_masked=True, max_frame_size=None)
+    pieces = []
+    for chunk in split_at(data, [3, 14, 100_003, 500_001, PIECE + 1, PIECE + 12]):
+        if use_buffer:
+            read_into(parser, chunk)
+        else:
+            parser.feed(chunk)
+        while (item := parser.next()) is not None:
+            _header, piece, done = item
+            pieces.append(piece)
+    assert len(pieces) > 3
+    assert b"".join(pieces) == payload
+    assert done
+
+
+def test_a_compressed_large_frame_comes_as_it_arrives() -> None:
+    """Its pieces go to the inflater at once, which refuses a bomb early."""
+    payload = large_payload(LARGE * 2)
+    data = encode_frame(Opcode.BINARY, payload, rsv=RSV1, mask=MASK)
+    parser = FrameParser(expect_masked=True, max_frame_size=None)
+    parser.allowed_rsv = RSV1
+    read_into(parser, data[:1001])
+    _header, piece, done = parser.next() or pytest.fail("nothing handed out")
+    assert (piece, done) == (payload[: 1001 - 14], False)
+
+
+@pytest.mark.parametrize("length", [PIECE, 2**63 - 1])
+def test_a_large_frame_buffer_is_never_sized_by_the_claimed_length_alone(length: int) -> None:
+    """Only by the bytes that came (a peer cannot make us hold much more than it sent):
+    a payload that starts with a trickle comes as it arrives, in small buffers."""
+    parser = FrameParser(expect_masked=False, max_frame_size=None)
+    assert parser.get_buffer() is None  # no frame yet
+    parser.feed(struct.pack("!BBQ", FIN | Opcode.BINARY, 127, length))
+    assert parser.next() is None
+    assert parser.get_buffer() is None  # nothing of the payload yet: no buffer
+    parser.feed(b"abc")
+    assert parser.next() is not None  # b"abc", as it arrives
+    view = parser.get_buffer() or pytest.fail("no buffer")
+    assert len(view) == GROWTH * 3 - 3
+    view.release()
+    # Over the limit: refused from the header, before any buffer.
+    limited = FrameParser(expect_masked=False, max_frame_size=PIECE)
+    limited.feed(struct.pack("!BBQ", FIN | Opcode.BINARY, 127, 2**62))
+    with pytest.raises(ProtocolError) as info:
+        limited.next()
+    assert info.value.code == 1009
+    assert limited.get_buffer() is None

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from trio_ws._trio._outbox import Offer, Outbox
+from trio_ws._trio._outbox import Offer, Outbox, _rest, _size, _writes
 from trio_ws.protocol._connection import Connection, Role
-from trio_ws.protocol._frames import Opcode, encode_frame
+from trio_ws.protocol._frames import LARGE, Opcode, encode_frame
 
 
 def open_server_core() -> Connection:
@@ -182,3 +182,67 @@ async def test_whole_messages_wait_for_a_fragmented_one_to_end() -> None:
             while len(received) < len(expected):
                 received += await client_stream.receive_some()
             assert received == expected
+
+
+# Large frames: header and payload written apart, never copied to join them ---------------------
+
+
+def test_a_large_payload_is_sent_apart_from_its_header() -> None:
+    core = open_server_core()
+    payload = b"z" * LARGE
+    frame = core.send_message_pieces(payload)
+    assert isinstance(frame, tuple)
+    assert frame[1] is payload  # not copied
+    assert frame[0] + frame[1] == encode_frame(Opcode.BINARY, payload)
+    assert core.send_message_pieces(payload[:-1]) == encode_frame(Opcode.BINARY, payload[:-1])
+
+
+def test_the_rest_of_a_partly_written_frame_is_a_view_of_it() -> None:
+    header, payload = b"HEAD", b"p" * 10
+    frame = (header, payload)
+    assert _rest(frame, 0) is frame
+    assert _rest(frame, 3) == (b"D", payload)
+    rest = _rest(frame, 4)
+    assert isinstance(rest, bytes) and rest is payload
+    rest = _rest(frame, 7)
+    assert isinstance(rest, memoryview) and rest.obj is payload and bytes(rest) == b"p" * 7
+    assert _rest(frame, 14) is None
+    rest = _rest(payload, 2)
+    assert isinstance(rest, memoryview) and rest.obj is payload and len(rest) == 8
+    assert _rest(payload, 10) is None
+
+
+def test_the_writer_joins_small_pieces_and_sends_large_ones_alone() -> None:
+    big, other = b"b" * LARGE, b"o" * (LARGE + 1)
+    view = memoryview(other)[1:]
+    items = [b"a", (b"H1", big), b"c", view, (b"H2", b"small")]
+    writes = _writes(items, sum(map(_size, items)))
+    assert writes[0] == b"aH1"
+    assert writes[1] is big
+    assert writes[2] == b"c"
+    assert writes[3] is view
+    assert writes[4] == b"H2small"
+    assert len(writes) == 5
+    only = b"x" * 10
+    assert _writes([only], 10)[0] is only
+    assert _writes([b"a", memoryview(b"bc")], 3) == [b"abc"]
+
+
+async def test_a_large_frame_partly_written_then_queued_arrives_whole() -> None:
+    """The direct write takes part of a writev'd frame; the writer sends the rest (a view),
+    then the frames queued behind it."""
+    big = bytes(range(256)) * 8192  # 2 MiB: more than a socket buffer takes at once
+    with trio.fail_after(10):
+        async with socket_outbox(limit=64) as (outbox, theirs):
+            assert outbox.offer(big) is Offer.QUEUED
+            assert outbox.queued == 1
+            received = bytearray(read_all(theirs))
+            assert 0 < len(received) < len(big)  # the direct write took a part
+            assert outbox.offer("after") is Offer.QUEUED
+            expected = encode_frame(Opcode.BINARY, big) + encode_frame(Opcode.TEXT, b"after")
+            while len(received) < len(expected):
+                await trio.lowlevel.wait_readable(theirs)
+                received += read_all(theirs)
+            assert received == expected
+            await outbox.flush()
+            assert outbox.idle

@@ -3,6 +3,7 @@ callbacks, keepalive outcomes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -12,7 +13,7 @@ import trio.testing
 from helpers import HOST, RawPeer, running_server
 
 import trio_ws
-from trio_ws.protocol._frames import FrameHeader, Opcode
+from trio_ws.protocol._frames import PIECE, FrameHeader, Opcode, encode_frame
 from trio_ws.testing import open_memory_pair
 
 NO_PINGS = trio_ws.WebSocketOptions(ping_interval=None)
@@ -274,3 +275,45 @@ async def test_receive_takes_over_reading_and_gives_it_back() -> None:
                 await ws.ping()
                 await ws.send("last")
     assert got == ["first"]
+
+
+@pytest.mark.parametrize("size", [PIECE, 2 * PIECE + 5])
+async def test_a_large_frame_read_in_many_reads_arrives_intact(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver reads a large frame's payload into the core's buffer (readv), one chunk
+    per read here (each is read before the next is sent): a frame of up to PIECE bytes comes
+    whole, a larger one in pieces as it arrives."""
+    readv_sizes: list[int] = []
+
+    def readv(fd: int, buffers: list[memoryview]) -> int:
+        readv_sizes.append(real_readv(fd, buffers))
+        return readv_sizes[-1]
+
+    real_readv = os.readv
+    monkeypatch.setattr(os, "readv", readv)
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        pieces = [piece async for piece in ws.receive_stream()]
+        await ws.send(str(len(pieces)))
+        await ws.send(b"".join(pieces))  # type: ignore[arg-type]
+
+    payload = os.urandom(size)
+    options = trio_ws.WebSocketOptions(ping_interval=None, max_message_size=None)
+    with trio.fail_after(10):
+        async with running_server(handler, options=options) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            data = encode_frame(Opcode.BINARY, payload, mask=os.urandom(4))
+            for i in range(0, len(data), 65_537):
+                await peer.send(data[i : i + 65_537])
+                await trio.testing.wait_all_tasks_blocked()
+            count = await peer.read_frame()
+            echoed = await peer.read_frame()
+            assert count is not None and echoed is not None
+            assert echoed[1] == payload
+            pieces = int(count[1])
+            assert pieces == 1 if size <= PIECE else pieces > 2
+            assert len(readv_sizes) > 10 and sum(readv_sizes) > size * 0.9
+            await peer.aclose()

@@ -1,4 +1,4 @@
-"""``python -m trio_ws``: see ``trio_ws._cli``."""
+"""``python -m trio_ws``: see ``trio_ws._features._cli``."""
 
 from ._features._cli import main
 

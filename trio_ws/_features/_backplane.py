@@ -6,7 +6,7 @@ must not wait. The backplane carries it to the other processes and calls ``room.
 there with what they receive.
 
 ``LocalBackplane`` is the embedded default: one process, nothing is carried anywhere.
-``RedisBackplane`` (``trio_ws._redis``) carries messages over Redis pub/sub.
+``RedisBackplane`` (``trio_ws._features._redis``) carries messages over Redis pub/sub.
 
 Wire format of one backplane message (a batch of room messages from one process)::
 

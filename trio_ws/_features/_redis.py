@@ -6,7 +6,7 @@ built on anyio, which runs on Trio. Redis 6 or later (coredis speaks RESP3).
 Each room ``name`` is the Redis channel ``prefix + name``. ``publish()`` (called by
 ``Room.broadcast()`` after the local delivery) puts the message on a bounded queue and returns;
 the publisher task sends what is queued as one PUBLISH per room (a batch, see
-``trio_ws._backplane``). The subscriber task hands each batch from another process to the
+``trio_ws._features._backplane``). The subscriber task hands each batch from another process to the
 local room's ``deliver()``, which never waits either. A process ignores its own batches (its
 members got them already) and any message it has delivered before (duplicates).
 

@@ -7,6 +7,8 @@ accepted. An accepted frame is written at once from the calling task when nothin
 (one non-blocking ``write(2)``: no task switch, and a plain syscall cannot be cancelled
 halfway, as an asyncio transport does), else queued for a writer task that exists only while
 there is a backlog. Streams without a file descriptor (TLS, memory) always use the writer.
+A large payload is never copied to join it to its header: ``writev(2)`` writes both, the
+writer sends it on its own, and the rest of a partly written frame is a view of it.
 
 The queue is bounded in frames (``limit``); data frames wait for room (``offer`` answers
 ``FULL``), while the core's own output (pongs, close replies) and our close frame may go past
@@ -23,7 +25,7 @@ import trio
 
 from ..protocol._connection import Connection, ConnectionState, Role
 from ..protocol._extensions import encode_message
-from ..protocol._frames import RSV1, Opcode, encode_frame
+from ..protocol._frames import LARGE, RSV1, Frame, Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
 
@@ -33,6 +35,9 @@ _BYTES_PER_FRAME = 64 * 1024
 
 #: What a stream raises once the peer or our side has closed it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+#: A queued frame, or the unwritten rest of one (a view: the rest is not copied).
+_Item = Frame | memoryview
 
 
 class Offer(enum.Enum):
@@ -78,7 +83,7 @@ class Outbox:
         self._stream = stream
         self._core = core
         self._limit = limit
-        self._queue: list[bytes] = []
+        self._queue: list[_Item] = []
         self._queued_bytes = 0
         # The first queued item is the rest of a frame that a direct write began: it must be
         # written even when the rest of the queue is dropped.
@@ -173,7 +178,7 @@ class Outbox:
                 self._put(item)
             else:
                 message, compress = item
-                self._put(self._core.send_message(message, compress=compress))
+                self._put(self._core.send_message_pieces(message, compress=compress))
         self._changed.unpark_all()
 
     # Offering frames (never block) ----------------------------------------------------------
@@ -193,7 +198,7 @@ class Outbox:
         if self._fragmenting:  # after the fragmented message being sent (RFC 6455 5.4)
             self._held.append((message, compress))
             return Offer.QUEUED
-        return self._put(self._core.send_message(message, compress=compress))
+        return self._put(self._core.send_message_pieces(message, compress=compress))
 
     def offer_frame(self, frame: bytes) -> Offer:
         """Send a whole-message frame already encoded for this outbox (``encode_shared()``)."""
@@ -210,7 +215,7 @@ class Outbox:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
-        return self._put(self._core.send_frame(opcode, payload, fin=fin))
+        return self._put(self._core.send_frame_pieces(opcode, payload, fin=fin))
 
     def offer_ping(self, payload: bytes, *, bounded: bool = True) -> Offer:
         """Send a ping; ``bounded=False`` (keepalive) sends it even when the queue is full."""
@@ -240,34 +245,37 @@ class Outbox:
         self._closing = True
         if discard_queued and self._queue:
             del self._queue[1 if self._partial_head else 0 :]
-            self._queued_bytes = sum(map(len, self._queue))
+            self._queued_bytes = sum(map(_size, self._queue))
         self._put(frame)
         self._changed.unpark_all()
         return True
 
     # Writing ----------------------------------------------------------------------------------
 
-    def _put(self, frame: bytes) -> Offer:
+    def _put(self, frame: Frame) -> Offer:
         """Write ``frame`` now if nothing is ahead of it, else queue it for the writer."""
         fd = self._fd
         if fd is None or self._queue or self._writing:
             if self._finished:
                 return Offer.CLOSED
             self._queue.append(frame)
-            self._queued_bytes += len(frame)
+            self._queued_bytes += _size(frame)
             self._start_writer()
             return Offer.QUEUED
         try:
-            written = os.write(fd, frame)
-        except BlockingIOError:
-            written = 0
+            if isinstance(frame, bytes):
+                written = os.write(fd, frame)
+                if written == len(frame):
+                    return Offer.WRITTEN
+            else:
+                written = os.writev(fd, frame)
         except OSError:
-            written = 0  # the writer meets the error too and ends the connection
-        if written == len(frame):
+            written = 0  # would block; or gone, which the writer meets too and ends with
+        rest = _rest(frame, written)
+        if rest is None:
             return Offer.WRITTEN
-        rest = frame[written:] if written else frame
         self._queue.append(rest)
-        self._queued_bytes += len(rest)
+        self._queued_bytes += _size(rest)
         self._partial_head = written > 0
         self._start_writer()
         return Offer.QUEUED
@@ -288,12 +296,13 @@ class Outbox:
         queue = self._queue
         try:
             while queue:
-                data = queue[0] if len(queue) == 1 else b"".join(queue)
+                writes = _writes(queue, self._queued_bytes)
                 queue.clear()
                 self._queued_bytes = 0
                 self._partial_head = False
                 self._changed.unpark_all()
-                await self._stream.send_all(data)
+                for data in writes:
+                    await self._stream.send_all(data)
         except _GONE:
             # The peer is gone: nothing more can be written; the reader sees the end too.
             self._finish_queue()
@@ -320,6 +329,45 @@ class Outbox:
         self._fd = None  # never write to a descriptor that may be closed and reused
         self._finish_queue()
         self._changed.unpark_all()
+
+
+def _size(item: _Item) -> int:
+    return len(item) if not isinstance(item, tuple) else len(item[0]) + len(item[1])
+
+
+def _rest(item: _Item, written: int) -> _Item | None:
+    """What is left of ``item`` once its first ``written`` bytes are written; None if nothing."""
+    if isinstance(item, tuple):
+        header, payload = item
+        if written < len(header):
+            return (header[written:], payload) if written else item
+        item, written = payload, written - len(header)
+    if written == len(item):
+        return None
+    return memoryview(item)[written:] if written else item
+
+
+def _writes(items: list[_Item], size: int) -> list[bytes | memoryview]:
+    """What to send for ``items`` (``size`` bytes): large pieces alone, not copied; runs of
+    small ones joined."""
+    if len(items) == 1 and not isinstance(items[0], tuple):
+        return [items[0]]
+    if size < LARGE:  # small pieces only (a tuple holds a large payload): join them all
+        return [b"".join(items)]  # type: ignore[arg-type]
+    writes: list[bytes | memoryview] = []
+    run: list[bytes | memoryview] = []
+    for item in items:
+        for piece in item if isinstance(item, tuple) else (item,):
+            if len(piece) < LARGE:
+                run.append(piece)
+                continue
+            if run:
+                writes.append(b"".join(run))
+                run = []
+            writes.append(piece)
+    if run:
+        writes.append(b"".join(run))
+    return writes
 
 
 def _shared_key(core: Connection) -> Hashable | None:

@@ -25,6 +25,7 @@ import trio
 from ..protocol._connection import (
     Connection,
     ConnectionState,
+    Event,
     Message,
     MessageChunk,
     Pong,
@@ -776,10 +777,13 @@ class WebSocketConnection:
     # task reads at a time (_reading); a receiver that finds the task reading takes over.
 
     def _process(self, data: bytes | bytearray) -> None:
-        """Feed bytes to the core: queue the messages, answer what the core answers."""
+        """Feed bytes to the core (see ``_handle``)."""
+        self._handle(self._core.receive_data(data))
+
+    def _handle(self, events: list[Event]) -> None:
+        """Queue the messages the core gave, answer what it answers."""
         core = self._core
         outbox = self._outbox
-        events = core.receive_data(data)
         # Pongs and close replies (RFC 6455 sections 5.5.2, 5.5.1) go out at once.
         self._answering = outbox.send_core_output()
         for event in events:
@@ -796,14 +800,31 @@ class WebSocketConnection:
         if core.state is ConnectionState.CLOSED:
             self._finish()
 
-    def _received(self, data: bytes | bytearray) -> None:
-        """What one read of the socket gave (``b""`` at its end, which _finish() gives the
-        core: 1006 if no close frame came)."""
-        self._grow(len(data))
-        if data:
-            self._process(data)
+    def _received(self, data: bytes | bytearray | int) -> None:
+        """What one read of the socket gave: bytes, or how many it read into the core's
+        buffer (``b""`` or 0 at its end, which _finish() gives the core: 1006 if no close
+        frame came)."""
+        if isinstance(data, int):
+            if data:
+                self._handle(self._core.buffer_updated(data))
+                return
         else:
-            self._finish()
+            self._grow(len(data))
+            if data:
+                self._process(data)
+                return
+        self._finish()
+
+    def _read(self, fd: int) -> bytes | int:
+        """One non-blocking read: into the core's buffer while a large frame arrives (its
+        payload is copied once, there), else a new bytes object."""
+        buffer = self._core.get_buffer()
+        if buffer is None:
+            return os.read(fd, self._read_size)
+        # The next large frame too should come here rather than in a big read of bytes.
+        self._read_size = _READ_SIZE
+        with buffer:
+            return os.readv(fd, (buffer,))
 
     def _grow(self, size: int) -> None:
         """Larger reads while they come back full; back to the default once they do not."""
@@ -825,14 +846,14 @@ class WebSocketConnection:
                 waited = True
                 await self._outbox.wait()  # the peer does not read our pongs: stop reading
             try:
-                data: bytes | None = os.read(fd, self._read_size)
+                data: bytes | int | None = self._read(fd)
             except BlockingIOError:
                 data = None  # (waiting outside the except block: no exception kept alive)
             if data is None:
                 waited = True
                 self._space_lot.unpark_all()  # (see _wait_drained)
                 await trio.lowlevel.wait_readable(fd)
-                data = os.read(fd, self._read_size)
+                data = self._read(fd)
         except BlockingIOError:
             return waited  # readable, then not: try again
         except (OSError, trio.ClosedResourceError):

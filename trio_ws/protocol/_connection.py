@@ -26,7 +26,15 @@ from ._extensions import (
     negotiate_client,
     negotiate_server,
 )
-from ._frames import FrameParser, Opcode, encode_frame, new_mask
+from ._frames import (
+    Frame,
+    FrameParser,
+    Opcode,
+    encode_frame,
+    encode_frame_pieces,
+    join_frame,
+    new_mask,
+)
 from ._handshake import (
     DEFAULT_MAX_HEAD_SIZE,
     ClientHandshake,
@@ -419,6 +427,22 @@ class Connection:
             return []
         return self._receive_frames(data)
 
+    def get_buffer(self) -> memoryview | None:
+        """Where to read the next bytes into, while a large frame arrives: a writable view
+        (then call ``buffer_updated()``, not ``receive_data()``); ``None`` otherwise.
+
+        Reading into it saves a copy of the payload; ``receive_data()`` works all the same."""
+        if self._state is ConnectionState.OPEN or self._state is ConnectionState.CLOSING:
+            return self._parser.get_buffer()
+        return None
+
+    def buffer_updated(self, size: int) -> list[Event]:
+        """``receive_data()`` of ``size`` bytes written into the view ``get_buffer()`` gave."""
+        if self._state is ConnectionState.CLOSED:
+            return []
+        self._parser.buffer_updated(size)
+        return self._receive_frames(b"")
+
     def receive_eof(self) -> None:
         """The peer closed the TCP stream; the connection is CLOSED (1006 without a close)."""
         self._set_state(ConnectionState.CLOSED)
@@ -573,7 +597,7 @@ class Connection:
     def _control(self, opcode: Opcode, payload: bytes) -> Event | None:
         if opcode is Opcode.PING:
             if self.close_sent is None:
-                self._out += self._frame(Opcode.PONG, payload)
+                self._out += self._control_frame(Opcode.PONG, payload)
             return Ping(payload)
         if opcode is Opcode.PONG:
             return Pong(payload)
@@ -595,7 +619,7 @@ class Connection:
             # Section 5.5.1: answer with a close frame, echoing the code.
             self.closed_by_peer = True
             echo = b"" if code == 1005 else _CLOSE_CODE.pack(code)
-            self._out += self._frame(Opcode.CLOSE, echo)
+            self._out += self._control_frame(Opcode.CLOSE, echo)
             self.close_sent = (code, "")
         self._set_state(ConnectionState.CLOSED)
         return CloseReceived(code, reason)
@@ -607,16 +631,20 @@ class Connection:
         self._pending_failure = None
         if self.close_sent is None and self._state is not ConnectionState.CONNECTING:
             reason = encode_close_reason(error.reason)
-            self._out += self._frame(Opcode.CLOSE, _CLOSE_CODE.pack(error.code) + reason)
+            self._out += self._control_frame(Opcode.CLOSE, _CLOSE_CODE.pack(error.code) + reason)
             self.close_sent = (error.code, reason.decode("utf-8"))
             self.closed_by_peer = False
         self._set_state(ConnectionState.CLOSED)
 
     # Sending --------------------------------------------------------------------------------
 
-    def _frame(self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    def _frame(self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> Frame:
         mask = new_mask() if self.role is Role.CLIENT else None
-        return encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask)
+        return encode_frame_pieces(opcode, payload, fin=fin, rsv=rsv, mask=mask)
+
+    def _control_frame(self, opcode: Opcode, payload: bytes) -> bytes:
+        mask = new_mask() if self.role is Role.CLIENT else None
+        return encode_frame(opcode, payload, mask=mask)
 
     def _check_can_send(self) -> None:
         if self._state is not ConnectionState.OPEN:
@@ -629,6 +657,12 @@ class Connection:
 
         ``compress=False`` skips the extensions (permessage-deflate) for this message.
         """
+        return join_frame(self.send_message_pieces(data, compress=compress))
+
+    def send_message_pieces(
+        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> Frame:
+        """``send_message()``, with a large payload apart from its header (``Frame``)."""
         self._check_can_send()
         if isinstance(data, str):
             opcode, payload = Opcode.TEXT, data.encode("utf-8")
@@ -651,6 +685,10 @@ class Connection:
 
     def send_frame(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
         """One raw data frame, for fragmented sends; extensions are not applied."""
+        return join_frame(self.send_frame_pieces(opcode, payload, fin=fin))
+
+    def send_frame_pieces(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> Frame:
+        """``send_frame()``, with a large payload apart from its header (``Frame``)."""
         self._check_can_send()
         if opcode.is_control:
             raise LocalProtocolError("use send_ping(), send_pong() or send_close()")
@@ -672,13 +710,13 @@ class Connection:
         self._check_can_send()
         if len(payload) > 125:
             raise LocalProtocolError("ping payload over 125 bytes")
-        return self._frame(Opcode.PING, payload)
+        return self._control_frame(Opcode.PING, payload)
 
     def send_pong(self, payload: bytes = b"") -> bytes:
         self._check_can_send()
         if len(payload) > 125:
             raise LocalProtocolError("pong payload over 125 bytes")
-        return self._frame(Opcode.PONG, payload)
+        return self._control_frame(Opcode.PONG, payload)
 
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start the closing handshake (section 7.1.2); the state becomes CLOSING.
@@ -699,4 +737,4 @@ class Connection:
         self.close_sent = (code, reason)
         self.closed_by_peer = False
         self._set_state(ConnectionState.CLOSING)
-        return self._frame(Opcode.CLOSE, payload)
+        return self._control_frame(Opcode.CLOSE, payload)

@@ -17,7 +17,29 @@ import attrs
 from ._errors import ProtocolError
 from ._mask import apply_mask
 
-__all__ = ["FrameHeader", "FrameParser", "Opcode", "apply_mask", "encode_frame", "new_mask"]
+__all__ = [
+    "Frame",
+    "FrameHeader",
+    "FrameParser",
+    "Opcode",
+    "apply_mask",
+    "encode_frame",
+    "encode_frame_pieces",
+    "join_frame",
+    "new_mask",
+]
+
+#: A frame ready to write: bytes, or ``(header, payload)`` for a large payload, which
+#: ``writev(2)`` writes without the copy that would join them.
+Frame = bytes | tuple[bytes, bytes]
+
+#: Payloads from this size (the 64-bit length form) are not copied next to their header, and
+#: are received into a buffer of their own (``FrameParser.get_buffer()``)...
+LARGE: Final = 65536
+#: ... which holds at most this much, and at most this many times the bytes of the payload
+#: that came before it was allocated: a peer cannot make us hold much more than it sent.
+PIECE: Final = 1024 * 1024
+GROWTH: Final = 32
 
 
 class Opcode(enum.IntEnum):
@@ -68,6 +90,14 @@ def encode_frame(
 
     ``mask`` is the 4-byte masking key a client must use (section 5.3); servers pass ``None``.
     """
+    return join_frame(encode_frame_pieces(opcode, bytes(payload), fin=fin, rsv=rsv, mask=mask))
+
+
+def encode_frame_pieces(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bytes | None = None
+) -> Frame:
+    """``encode_frame()``, but a payload of ``LARGE`` bytes or more comes apart from its header:
+    ``(header, payload)``."""
     length = len(payload)
     b0 = (FIN if fin else 0) | rsv | opcode
     mask_bit = MASK_BIT if mask is not None else 0
@@ -78,9 +108,17 @@ def encode_frame(
         header = _H16.pack(b0, mask_bit | 126, length)
     else:
         header = _H64.pack(b0, mask_bit | 127, length)
-    if mask is None:
-        return header + payload if length else header
-    return header + mask + apply_mask(payload, mask)
+    if mask is not None:
+        header += mask
+        payload = apply_mask(payload, mask)
+    if length >= LARGE:
+        return header, payload
+    return header + payload
+
+
+def join_frame(frame: Frame) -> bytes:
+    """A ``Frame`` as one bytes object."""
+    return frame if isinstance(frame, bytes) else b"".join(frame)
 
 
 @attrs.define(slots=True)
@@ -99,14 +137,22 @@ class FrameParser:
 
     ``feed()`` bytes, then call ``next()`` until it returns ``None``. Each result is
     ``(header, payload_piece, frame_done)``: a control frame comes whole; a data frame may come
-    in several pieces (unmasked already). Violations of section 5 raise ``ProtocolError`` with
-    the close code to send, as soon as the offending header is seen.
+    in several pieces (unmasked already) as it arrives. Violations of section 5 raise
+    ``ProtocolError`` with the close code to send, as soon as the offending header is seen.
+
+    A payload of ``LARGE`` bytes or more arrives in buffers of its own (see ``PIECE``), which
+    bytes may be read into directly: ``get_buffer()``, then ``buffer_updated(n)`` instead of
+    ``feed()``. A payload that fits in its first buffer comes whole if it has no RSV bits
+    (pieces of a compressed one feed the inflater as they arrive, to refuse a bomb early).
     """
 
     __slots__ = (
         "_buf",
+        "_filled",
+        "_handed",
         "_header",
         "_offset",
+        "_piece",
         "_pos",
         "_remaining",
         "allowed_rsv",
@@ -126,39 +172,79 @@ class FrameParser:
         self._header: FrameHeader | None = None
         self._remaining = 0
         self._offset = 0  # bytes of the current payload already handed out
+        # The buffer of the next PIECE bytes (at most) of a large payload: _filled of them
+        # arrived, _handed were handed out. _buf is empty while it is not full.
+        self._piece: bytearray | None = None
+        self._filled = 0
+        self._handed = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        piece = self._piece
+        if piece is not None and self._filled < len(piece):
+            with memoryview(data) as view, memoryview(piece) as into:
+                take = min(len(view), len(piece) - self._filled)
+                into[self._filled : self._filled + take] = view[:take]
+                self._filled += take
+                if take < len(view):
+                    self._buf += view[take:]  # the frames after it
+            return
         if self._pos and self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0
         self._buf += data
 
+    def get_buffer(self) -> memoryview | None:
+        """Where the next bytes go while a large payload arrives (a writable view of what its
+        piece still lacks; then call ``buffer_updated()``), else ``None`` (``feed()`` them)."""
+        piece = self._piece
+        if piece is None or self._filled == len(piece):
+            return None
+        return memoryview(piece)[self._filled :]
+
+    def buffer_updated(self, size: int) -> None:
+        """``size`` bytes were written at the start of the view ``get_buffer()`` gave."""
+        assert self._piece is not None and self._filled + size <= len(self._piece)
+        self._filled += size
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet handed out."""
-        return len(self._buf) - self._pos
+        piece = 0 if self._piece is None else self._filled - self._handed
+        return len(self._buf) - self._pos + piece
 
     def next(self) -> tuple[FrameHeader, bytes, bool] | None:
         header = self._header
-        buf = self._buf
-        start = self._pos
         if header is None:
-            if len(buf) - start < 2:
+            if len(self._buf) - self._pos < 2:
                 return None
             header = self._parse_header()
             if header is None:
                 return None
-            start = self._pos
-        available = len(buf) - start
+        large = header.length >= LARGE
+        if large:  # handed out of its own buffer (see get_buffer())
+            buf = self._piece if self._piece is not None else self._start_piece()
+            if buf is None:
+                return None
+            start, available = self._handed, self._filled - self._handed
+        else:
+            buf, start = self._buf, self._pos
+            available = len(buf) - start
         remaining = self._remaining
         if available >= remaining:
             take = remaining
         elif available == 0 or header.opcode >= 0x8:
             return None  # control frames are tiny: hand them out whole
+        elif large and len(buf) == header.length and not header.rsv:
+            return None  # whole, in one piece: a message of one frame needs no joining
         else:
             take = available
         end = start + take
-        self._pos = end
+        if not large:
+            self._pos = end
+        elif end < len(buf):
+            self._handed = end
+        else:
+            self._piece = None  # the next one is allocated when its bytes come
         mask = header.mask
         # One copy out of the buffer: unmasking reads the buffer in place.
         with memoryview(buf) as view:
@@ -175,10 +261,27 @@ class FrameParser:
             return header, piece, False
         self._header = None
         self._offset = 0
-        if end > 65536 and end * 2 > len(buf):
+        if not large and end > 65536 and end * 2 > len(buf):
             del buf[:end]
             self._pos = 0
         return header, piece, True
+
+    def _start_piece(self) -> bytearray | None:
+        """The buffer of the next piece of a large payload, with the bytes buffered already;
+        ``None`` until some came. Allocated only once the header passed ``_check()``."""
+        start = self._pos
+        buffered = len(self._buf) - start
+        if not buffered:
+            return None
+        size = min(self._remaining, PIECE, GROWTH * buffered)
+        piece = self._piece = bytearray(size)
+        take = min(size, buffered)
+        with memoryview(self._buf) as view, memoryview(piece) as into:
+            into[:take] = view[start : start + take]
+        self._pos = start + take
+        self._filled = take
+        self._handed = 0
+        return piece
 
     def _parse_header(self) -> FrameHeader | None:
         buf = self._buf

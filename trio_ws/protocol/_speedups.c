@@ -57,7 +57,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "trio_ws._speedups", "C speedups for trio_ws.", -1, methods,
+    PyModuleDef_HEAD_INIT, "trio_ws.protocol._speedups", "C speedups for trio_ws.", -1, methods,
 };
 
 PyMODINIT_FUNC
