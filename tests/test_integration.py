@@ -38,7 +38,7 @@ from helpers import (
 )
 
 import trio_ws
-from trio_ws._trio._websocket import _MAX_READ_SIZE
+from trio_ws._trio._receiving import _MAX_READ_SIZE
 from trio_ws.protocol._frames import Opcode, encode_frame
 
 REPO = Path(__file__).resolve().parent.parent

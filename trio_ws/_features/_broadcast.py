@@ -6,9 +6,9 @@ policy applies: drop the message for that member (and count it), or close the me
 code such as 1013 (try again later) or 1008 (policy violation). Members whose frames are
 encoded alike (``Outbox.shared_key``) share one encoded frame.
 
-A room with a ``backplane`` (see ``trio_ws._features._backplane``) also hands each broadcast to it, so
-that the members of the room of the same name in other processes get it; the backplane calls
-``deliver()`` with what other processes broadcast.
+A room with a ``backplane`` (see ``trio_ws._features._backplane``) also hands each broadcast
+to it, so that the members of the room of the same name in other processes get it; the
+backplane calls ``deliver()`` with what other processes broadcast.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ from ._client import (
     open_websocket_url,
     running_block,
 )
+from ._options import WebSocketOptions
 from ._outbox import Offer, Outbox
 from ._reconnect import Reconnect, ReconnectAttempt, is_retryable
 from ._request import WebSocketRequest
 from ._server import WebSocketServer, open_unix_listener, serve_websocket
-from ._websocket import WebSocketConnection, WebSocketOptions
+from ._websocket import WebSocketConnection
 
 __all__ = [
     "Offer",

@@ -23,7 +23,8 @@ from ..protocol._handshake import (
     split_target,
     split_url,
 )
-from ._websocket import WebSocketConnection, WebSocketOptions
+from ._options import WebSocketOptions
+from ._websocket import WebSocketConnection
 
 __all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]
 

@@ -35,7 +35,8 @@ import trio
 
 from ..protocol._errors import ConnectionClosed, HandshakeError
 from ._client import open_websocket_url
-from ._websocket import WebSocketConnection, WebSocketOptions
+from ._options import WebSocketOptions
+from ._websocket import WebSocketConnection
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]

@@ -11,8 +11,9 @@ from ..protocol._connection import Connection
 from ..protocol._extensions import ServerExtensionFactory
 from ..protocol._handshake import HeaderList, Request
 from ..protocol._headers import Headers
+from ._options import WebSocketOptions
 from ._timer import Timer
-from ._websocket import WebSocketConnection, WebSocketOptions, address
+from ._websocket import WebSocketConnection, address
 
 __all__ = ["WebSocketRequest"]
 

@@ -17,9 +17,10 @@ from ..protocol._errors import ConnectionClosed, HandshakeError
 from ..protocol._extensions import ServerExtensionFactory
 from ..protocol._handshake import Request, http_response
 from ..protocol._metrics import Metrics
+from ._options import WebSocketOptions
 from ._request import WebSocketRequest
 from ._timer import Timer
-from ._websocket import WebSocketConnection, WebSocketOptions, address
+from ._websocket import WebSocketConnection, address
 
 __all__ = ["WebSocketServer", "open_unix_listener", "serve_websocket"]
 

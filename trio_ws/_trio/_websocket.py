@@ -1,10 +1,11 @@
-"""A WebSocket connection on a Trio stream: a reader task, and an outbox for what it sends.
+"""A WebSocket connection on a Trio stream: sending, closing, and its life in a nursery.
 
 Everything sent goes through the connection's ``Outbox`` (``_outbox.py``): written at once
-when nothing is queued, else by a writer task that exists only while there is a backlog. The
-reader parses frames and queues whole messages in a bounded list; when that list is full it
-stops reading the socket, which pushes back on the peer. Keepalive pings are deadlines on a
-``Timer`` (``_timer.py``) that a server shares among its connections, not a task each.
+when nothing is queued, else by a writer task that exists only while there is a backlog.
+Receiving (``_receiving.py``: receivers read the socket themselves, the connection's task only
+while nobody does) and pings and keepalive (``_pinging.py``) are the two base classes of
+``WebSocketConnection``; what is here starts the connection, closes it (RFC 6455 section 7)
+and ends it.
 
 Every public ``async`` method is a Trio checkpoint on every path: it can be cancelled on entry
 and lets other tasks run before it returns, even when it did not have to wait.
@@ -14,72 +15,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
-import attrs
 import trio
 
 from ..protocol._connection import (
     Connection,
     ConnectionState,
-    Event,
-    Message,
     MessageChunk,
-    Pong,
     Role,
 )
-from ..protocol._deflate import PerMessageDeflate
 from ..protocol._errors import ConnectionClosed
 from ..protocol._frames import Opcode
 from ..protocol._handshake import Request
 from ..protocol._headers import Headers
 from ..protocol._metrics import Metrics
+from ._options import WebSocketOptions
 from ._outbox import Offer, Outbox
+from ._pinging import Pinging
+from ._receiving import GONE, READ_SIZE
 from ._timer import Timer
 
-__all__ = ["WebSocketConnection", "WebSocketOptions"]
+__all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("trio_ws")
-
-#: What a stream raises once the peer or our side has closed it.
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-
-#: Bytes asked of the socket per read: small enough that the buffer is not an mmap() (glibc's
-#: threshold is 128 KiB), growing up to the maximum while reads come back full.
-_READ_SIZE = 64 * 1024
-_MAX_READ_SIZE = 1024 * 1024
-
-#: Seconds (between one and two of them) after the last receive() before the connection's own
-#: task reads the socket again (to answer pings and close frames for an application that
-#: stopped receiving).
-_HAND_BACK = 0.1
-
-
-@attrs.frozen
-class WebSocketOptions:
-    """Limits and timeouts of a connection; the same on server and client."""
-
-    #: Largest message accepted, in bytes (after decompression); larger ones close with 1009.
-    max_message_size: int | None = 1024 * 1024
-    #: Largest single frame accepted; ``None`` means only the message limit applies.
-    max_frame_size: int | None = None
-    #: Received messages held for the application before the reader stops reading.
-    max_queue: int = 16
-    #: Outgoing frames queued for the writer before ``send()`` waits.
-    write_queue: int = 16
-    #: Seconds to wait for the closing handshake before closing the TCP connection.
-    close_timeout: float = 10.0
-    #: Largest HTTP request or response head (request line and headers), in bytes.
-    max_head_size: int = 16 * 1024
-    #: Seconds between keepalive pings; ``None`` turns keepalive off.
-    ping_interval: float | None = 20.0
-    #: Seconds to wait for a keepalive pong before closing with 1011.
-    ping_timeout: float | None = 20.0
-    #: permessage-deflate settings (RFC 7692), offered or accepted; ``None`` turns it off.
-    compression: PerMessageDeflate | None = attrs.field(factory=PerMessageDeflate)
 
 
 #: What ``send()`` takes to send one message in fragments.
@@ -95,7 +55,7 @@ async def _aiter(fragments: Fragments) -> AsyncIterator[str | bytes]:
             yield fragment
 
 
-class WebSocketConnection:
+class WebSocketConnection(Pinging):
     """An open WebSocket connection.
 
     ``await send(msg)``, ``await receive()`` or ``async for msg in ws``, ``await ping()``,
@@ -104,38 +64,19 @@ class WebSocketConnection:
     """
 
     __slots__ = (
-        "_abort",
-        "_answering",
         "_cancel_scope",
-        "_check_pending",
         "_close_callbacks",
         "_close_deadline",
         "_core",
         "_done",
-        "_fd",
         "_finished",
-        "_inline",
-        "_keepalive_ping",
-        "_keepalive_sent",
-        "_message_lot",
-        "_messages",
         "_nursery",
         "_options",
         "_outbox",
-        "_partial",
-        "_pings",
-        "_read_scope",
-        "_read_size",
-        "_reading",
-        "_receivers_waiting",
-        "_receives",
-        "_receives_seen",
         "_request",
         "_response_headers",
-        "_space_lot",
         "_started",
         "_stream",
-        "_streaming",
         "_task_running",
         "_timer",
         "_timer_scope",
@@ -184,7 +125,7 @@ class WebSocketConnection:
         self._inline = False  # receivers read the socket (not the connection's task)
         self._reading = False  # a task is in a read (only one may be)
         self._read_scope: trio.CancelScope | None = None  # its task's read (to take over)
-        self._read_size = _READ_SIZE
+        self._read_size = READ_SIZE
         self._answering = False  # the last bytes read made the core answer (pongs...)
         self._receives = 0  # messages taken
         self._receives_seen = 0  # ... when the reading check was armed
@@ -378,154 +319,6 @@ class WebSocketConnection:
         finally:
             outbox.end_fragments()
 
-    async def receive(self) -> str | bytes:
-        """The next message: ``str`` for text, ``bytes`` for binary.
-
-        Raises ``ConnectionClosed`` once the connection is closed and no message is left.
-        """
-        if self._streaming:
-            await self._skip_abandoned()
-        while True:
-            item = await self._take()
-            if not isinstance(item, MessageChunk):
-                return item
-            # A message that came in pieces: join them (kept on self if we are cancelled).
-            self._partial.append(item.data)
-            if item.final:
-                parts, self._partial = self._partial, []
-                if isinstance(parts[0], str):
-                    return "".join(parts)  # type: ignore[arg-type]
-                return b"".join(parts)  # type: ignore[arg-type]
-
-    async def receive_stream(self) -> AsyncIterator[str | bytes]:
-        """The next message piece by piece, as its frames arrive, without joining them.
-
-        ``async for piece in ws.receive_stream():`` -- pieces are ``str`` for a text message
-        (decoded already) and ``bytes`` for a binary one; a small message comes in one piece.
-        A stream left before its end (``break``) gives up the rest of its message: the next
-        ``receive()`` or ``receive_stream()`` skips it and returns the next message.
-        """
-        await self._skip_abandoned()
-        if self._partial:  # a cancelled receive() had started this message
-            parts, self._partial = self._partial, []
-            self._streaming = True
-            for part in parts:
-                await trio.lowlevel.checkpoint()
-                yield part
-        else:
-            item = await self._take()
-            if not isinstance(item, MessageChunk):
-                yield item
-                await trio.lowlevel.checkpoint()  # (the step that ends the stream)
-                return
-            self._streaming = not item.final
-            yield item.data
-            if item.final:
-                await trio.lowlevel.checkpoint()
-                return
-        while True:
-            item = await self._take()
-            assert type(item) is MessageChunk
-            self._streaming = not item.final
-            if item.data:  # the final frame of a fragmented message is often empty
-                yield item.data
-            if item.final:
-                await trio.lowlevel.checkpoint()
-                return
-
-    async def _skip_abandoned(self) -> None:
-        """Drop the rest of a message whose ``receive_stream()`` was left before its end."""
-        while self._streaming:
-            item = await self._take()
-            if not isinstance(item, MessageChunk) or item.final:
-                self._streaming = False
-
-    async def _take(self) -> str | bytes | MessageChunk:
-        """The next queued item, waiting for one; ``ConnectionClosed`` once none will come.
-
-        With an empty queue, the caller reads the socket itself when it can (see "Reading"
-        below). A checkpoint on every path: cancellable on entry, and other tasks run before
-        it returns even when a message was ready."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            return await self._take_or_wait()
-        finally:
-            # However a receiver leaves (a message, an error, cancelled), check later that
-            # somebody still reads.
-            if self._inline and not self._check_pending:
-                self._arm_reading_check()
-
-    async def _take_or_wait(self) -> str | bytes | MessageChunk:
-        messages = self._messages
-        waited = False
-        while not messages:
-            if self._finished:
-                if not waited:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                raise self._closed_exception()
-            if self._core.failure_pending and not self._outbox.closing:
-                self._process(b"")  # the messages before a violation were all taken: fail now
-                continue
-            if self._fd is not None and not self._outbox.closing:
-                if not self._reading and self._started:
-                    waited = await self._read_inline() or waited
-                    continue
-                if self._read_scope is not None:
-                    self._inline = True  # the task waits to read: take over
-                    self._read_scope.cancel()
-            waited = True
-            self._receivers_waiting += 1
-            self._space_lot.unpark_all()  # the reader may wait for us to drain (_wait_drained)
-            try:
-                await self._message_lot.park()
-            finally:
-                self._receivers_waiting -= 1
-        message = messages.pop(0)
-        self._receives += 1
-        if len(messages) < self._options.max_queue:
-            self._space_lot.unpark_all()
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return message
-
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        """Messages until the connection closes; a normal close (1000/1001) ends the loop."""
-        while True:
-            try:
-                yield await self.receive()
-            except ConnectionClosed as exc:
-                if exc.code in (1000, 1001):
-                    return
-                raise
-
-    async def ping(self, payload: bytes | None = None) -> None:
-        """Send a ping and wait for its pong (RFC 6455 section 5.5.2).
-
-        ``payload`` (at most 125 bytes) defaults to 4 random bytes; it must be unique among
-        pings in flight. Raises ``ValueError`` for a bad payload, ``ConnectionClosed`` if the
-        connection closes before the pong.
-        """
-        if payload is None:
-            payload = os.urandom(4)
-        if len(payload) > 125:
-            raise ValueError("ping payload over 125 bytes")
-        if payload in self._pings:
-            raise ValueError("a ping with this payload is already waiting for its pong")
-        event = self._pings[payload] = trio.Event()
-        if not self._receivers_waiting and self._outbox.sendable:
-            self._hand_back()  # nobody receives: the connection's task reads the pong
-        try:
-            await self._offer(self._outbox.offer_ping, payload)
-            await event.wait()
-        finally:
-            # A pong removes its ping; one still registered was woken by the close.
-            unanswered = self._pings.pop(payload, None) is not None
-        if unanswered:
-            raise self._closed_exception()
-
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason`` and wait for the closing handshake.
 
@@ -580,48 +373,6 @@ class WebSocketConnection:
         self._close_deadline = min(self._close_deadline, deadline)
         if self._cancel_scope is not None:
             self._cancel_scope.deadline = self._close_deadline
-
-    # Keepalive (RFC 6455 section 5.5.2) -------------------------------------------------------
-
-    def _keepalive(self, now: float) -> float | None:
-        """The keepalive timer's callback: ping, or give up on a late pong; the next deadline.
-
-        A pong later than ``ping_timeout`` fails the connection with 1011 "keepalive ping
-        timeout" without waiting for a closing handshake (the peer is not answering), so the
-        worst case for a frozen peer is ``ping_interval + ping_timeout`` seconds.
-        """
-        if not self._outbox.sendable:
-            return None
-        interval = self._options.ping_interval
-        timeout = self._options.ping_timeout
-        assert interval is not None
-        sent = self._keepalive_sent
-        if self._keepalive_ping in self._pings:  # our last ping is not answered yet
-            if timeout is not None and now < sent + timeout:
-                return sent + timeout
-            if timeout is not None:
-                self._keepalive_timed_out()
-                return None
-            del self._pings[self._keepalive_ping]  # no timeout: forget it, ping again
-        elif now < sent + interval:
-            return sent + interval  # answered: the next ping on schedule
-        payload = os.urandom(4)
-        if (
-            payload in self._pings
-            or self._outbox.offer_ping(payload, bounded=False) is Offer.CLOSED
-        ):
-            return now + interval
-        self._pings[payload] = trio.Event()
-        self._keepalive_ping, self._keepalive_sent = payload, now
-        if not self._receivers_waiting:
-            self._hand_back()  # nobody receives: the connection's task reads the pong
-        return now + (interval if timeout is None else min(interval, timeout))
-
-    def _keepalive_timed_out(self) -> None:
-        logger.info("keepalive ping to %s timed out", self.remote)
-        self._abort = (1011, "keepalive ping timeout")
-        self._start_close(*self._abort, discard_queued=True)
-        self._arm_deadline(trio.current_time())  # no closing handshake to wait for
 
     # Tasks ------------------------------------------------------------------------------------
 
@@ -718,12 +469,12 @@ class WebSocketConnection:
         if core.failure is not None:
             send_eof = getattr(self._stream, "send_eof", None)
             if send_eof is not None:
-                with contextlib.suppress(*_GONE):
+                with contextlib.suppress(*GONE):
                     await send_eof()
         try:
-            while await self._stream.receive_some(_READ_SIZE):
+            while await self._stream.receive_some(READ_SIZE):
                 pass
-        except _GONE:
+        except GONE:
             pass
 
     def _finish(self) -> None:
@@ -766,190 +517,6 @@ class WebSocketConnection:
         if self._timer_scope is not None:
             self._timer_scope.cancel()
         self._stream.socket.close()
-
-    # Reading ----------------------------------------------------------------------------------
-    #
-    # On a socket, a task waiting in receive() with nothing queued reads the socket itself
-    # ("inline"): the bytes it reads become the messages it returns, with no task switch. The
-    # connection's task (_task, spawned when needed) reads instead, answering pings and close
-    # frames, whenever nobody has been receiving for _HAND_BACK seconds, for ping() and
-    # keepalive pongs, when we start closing, and on other streams (TLS, memory). Only one
-    # task reads at a time (_reading); a receiver that finds the task reading takes over.
-
-    def _process(self, data: bytes | bytearray) -> None:
-        """Feed bytes to the core (see ``_handle``)."""
-        self._handle(self._core.receive_data(data))
-
-    def _handle(self, events: list[Event]) -> None:
-        """Queue the messages the core gave, answer what it answers."""
-        core = self._core
-        outbox = self._outbox
-        # Pongs and close replies (RFC 6455 sections 5.5.2, 5.5.1) go out at once.
-        self._answering = outbox.send_core_output()
-        for event in events:
-            if type(event) is Message:
-                if not outbox.closing:
-                    self._messages.append(event.data)
-                    self._message_lot.unpark_all()
-            elif type(event) is MessageChunk:
-                if not outbox.closing:  # chunks queue whole: receive() joins them
-                    self._messages.append(event)
-                    self._message_lot.unpark_all()
-            elif type(event) is Pong:
-                self._on_pong(event.payload)
-        if core.state is ConnectionState.CLOSED:
-            self._finish()
-
-    def _received(self, data: bytes | bytearray | int) -> None:
-        """What one read of the socket gave: bytes, or how many it read into the core's
-        buffer (``b""`` or 0 at its end, which _finish() gives the core: 1006 if no close
-        frame came)."""
-        if isinstance(data, int):
-            if data:
-                self._handle(self._core.buffer_updated(data))
-                return
-        else:
-            self._grow(len(data))
-            if data:
-                self._process(data)
-                return
-        self._finish()
-
-    def _read(self, fd: int) -> bytes | int:
-        """One non-blocking read: into the core's buffer while a large frame arrives (its
-        payload is copied once, there), else a new bytes object."""
-        buffer = self._core.get_buffer()
-        if buffer is None:
-            return os.read(fd, self._read_size)
-        # The next large frame too should come here rather than in a big read of bytes.
-        self._read_size = _READ_SIZE
-        with buffer:
-            return os.readv(fd, (buffer,))
-
-    def _grow(self, size: int) -> None:
-        """Larger reads while they come back full; back to the default once they do not."""
-        if size == self._read_size:
-            self._read_size = min(size * 2, _MAX_READ_SIZE)
-        elif self._read_size > _READ_SIZE and size < _READ_SIZE:
-            self._read_size = _READ_SIZE
-
-    async def _read_inline(self) -> bool:
-        """One read of the socket by a receiver; True if it had to wait (a schedule point)."""
-        fd = self._fd
-        assert fd is not None
-        self._reading = True
-        self._inline = True
-        self._receivers_waiting += 1
-        waited = False
-        try:
-            while self._answering and self._outbox.full and not self._outbox.finished:
-                waited = True
-                await self._outbox.wait()  # the peer does not read our pongs: stop reading
-            try:
-                data: bytes | int | None = self._read(fd)
-            except BlockingIOError:
-                data = None  # (waiting outside the except block: no exception kept alive)
-            if data is None:
-                waited = True
-                self._space_lot.unpark_all()  # (see _wait_drained)
-                await trio.lowlevel.wait_readable(fd)
-                data = self._read(fd)
-        except BlockingIOError:
-            return waited  # readable, then not: try again
-        except (OSError, trio.ClosedResourceError):
-            data = b""  # reset, or closed by the connection's task: the end of the stream
-        finally:
-            self._reading = False
-            self._receivers_waiting -= 1
-            if not self._inline:
-                self._space_lot.unpark_all()  # the connection's task waits to read
-            elif self._receivers_waiting:
-                self._message_lot.unpark_all()  # (if we were cancelled) another reads now
-        self._received(data)
-        return waited
-
-    def _arm_reading_check(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            self._check_pending = True
-            self._receives_seen = self._receives
-            # Rounded up to a multiple of _HAND_BACK: checks due together take one timer wake.
-            due = (math.floor(trio.current_time() / _HAND_BACK) + 2) * _HAND_BACK
-            timer.schedule(due, self._check_reading)
-
-    def _check_reading(self, now: float) -> float | None:
-        """Timer callback: give reading back to the connection's task if nobody is receiving."""
-        if self._finished or not self._inline or self._receivers_waiting:
-            self._check_pending = False  # (the next receive() that returns arms it again)
-            return None
-        if self._receives != self._receives_seen:
-            self._receives_seen = self._receives
-            return now + _HAND_BACK  # receiving, between two calls
-        self._check_pending = False
-        self._hand_back()
-        return None
-
-    def _hand_back(self) -> None:
-        """The connection's task reads from now on."""
-        self._inline = False
-        self._spawn_task()
-        self._space_lot.unpark_all()
-
-    async def _read_loop(self) -> bool:
-        """Read until the connection is over (True) or a receiver takes over (False)."""
-        core = self._core
-        outbox = self._outbox
-        stream = self._stream
-        messages = self._messages
-        max_queue = self._options.max_queue
-        while not self._finished:
-            if self._inline:
-                return False
-            if self._reading:
-                await self._space_lot.park()  # a receiver's read ends first
-                continue
-            if self._answering and outbox.full and not outbox.finished:
-                await outbox.wait()  # the peer does not read our pongs: stop reading too
-                continue
-            if core.failure_pending:
-                # Let the application answer the messages before the violation first.
-                await self._wait_drained()
-                if not self._reading:
-                    self._process(b"")
-                continue
-            if len(messages) >= max_queue and not outbox.closing:
-                await self._space_lot.park()
-                continue
-            self._reading = True
-            try:
-                with trio.CancelScope() as scope:
-                    self._read_scope = scope
-                    data = await stream.receive_some(self._read_size)
-            except _GONE:
-                data = b""
-            finally:
-                self._reading = False
-                self._read_scope = None
-            if scope.cancelled_caught:
-                self._message_lot.unpark_all()  # a receiver took over: it may read now
-                continue
-            self._received(data)
-        return True
-
-    async def _wait_drained(self) -> None:
-        """Wait until the application asked for a message after taking every queued one."""
-        with trio.move_on_after(self._options.close_timeout):
-            while not (self._outbox.closing or (not self._messages and self._receivers_waiting)):
-                await self._space_lot.park()
-
-    def _on_pong(self, payload: bytes) -> None:
-        # Section 5.5.3: a pong may answer only the latest ping; it acknowledges earlier ones.
-        if payload not in self._pings:
-            return
-        for key in list(self._pings):
-            self._pings.pop(key).set()
-            if key == payload:
-                break
 
 
 def _nothing() -> None:
