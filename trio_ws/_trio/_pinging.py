@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,7 +23,7 @@ logger = logging.getLogger("trio_ws")
 
 
 class Pinging(Receiving):
-    """The pinging part of ``WebSocketConnection``: its base class, not used alone."""
+    """The pinging part of ``WebSocketConnection``: a base class of it, not used alone."""
 
     __slots__ = (
         "_abort",
@@ -45,7 +44,6 @@ class Pinging(Receiving):
 
         @property
         def remote(self) -> Any: ...
-        async def _offer(self, offer: Callable[..., Offer], *args: Any) -> None: ...
         def _start_close(self, code: int, reason: str, *, discard_queued: bool = False) -> bool: ...
         def _arm_deadline(self, deadline: float) -> None: ...
 

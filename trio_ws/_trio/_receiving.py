@@ -28,6 +28,7 @@ from ..protocol._connection import (
 from ..protocol._errors import ConnectionClosed
 from ._options import WebSocketOptions
 from ._outbox import Outbox
+from ._sending import Sending
 from ._timer import Timer
 
 __all__ = ["Receiving"]
@@ -46,12 +47,8 @@ _HAND_BACK = 0.1
 GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-class Receiving:
-    """The receiving part of ``WebSocketConnection``: its first base class, not used alone.
-
-    The connection's parts are a chain of classes, each with the state it owns in its
-    ``__slots__``: ``Receiving`` <- ``Pinging`` <- ``WebSocketConnection``.
-    """
+class Receiving(Sending):
+    """The receiving part of ``WebSocketConnection``: a base class of it, not used alone."""
 
     __slots__ = (
         "_answering",
@@ -99,7 +96,6 @@ class Receiving:
 
         def _finish(self) -> None: ...
         def _spawn_task(self) -> None: ...
-        def _closed_exception(self) -> ConnectionClosed: ...
         def _on_pong(self, payload: bytes) -> None: ...
 
     async def receive(self) -> str | bytes:

@@ -1,11 +1,11 @@
-"""A WebSocket connection on a Trio stream: sending, closing, and its life in a nursery.
+"""A WebSocket connection on a Trio stream: its state, how it starts, closes and ends.
 
-Everything sent goes through the connection's ``Outbox`` (``_outbox.py``): written at once
-when nothing is queued, else by a writer task that exists only while there is a backlog.
-Receiving (``_receiving.py``: receivers read the socket themselves, the connection's task only
-while nobody does) and pings and keepalive (``_pinging.py``) are the two base classes of
-``WebSocketConnection``; what is here starts the connection, closes it (RFC 6455 section 7)
-and ends it.
+``WebSocketConnection`` is built of parts, a chain of base classes each in its own module
+with the state it owns in its ``__slots__``: ``Sending`` (``_sending.py``: every frame through
+the connection's ``Outbox``, ``_outbox.py``), ``Receiving`` (``_receiving.py``: receivers read
+the socket themselves, the connection's task only while nobody does), ``Pinging``
+(``_pinging.py``: pings and keepalive). What is here holds the state, starts the connection,
+closes it (RFC 6455 section 7) and ends it.
 
 Every public ``async`` method is a Trio checkpoint on every path: it can be cancelled on entry
 and lets other tasks run before it returns, even when it did not have to wait.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -27,12 +27,11 @@ from ..protocol._connection import (
     Role,
 )
 from ..protocol._errors import ConnectionClosed
-from ..protocol._frames import Opcode
 from ..protocol._handshake import Request
 from ..protocol._headers import Headers
 from ..protocol._metrics import Metrics
 from ._options import WebSocketOptions
-from ._outbox import Offer, Outbox
+from ._outbox import Outbox
 from ._pinging import Pinging
 from ._receiving import GONE, READ_SIZE
 from ._timer import Timer
@@ -40,19 +39,6 @@ from ._timer import Timer
 __all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("trio_ws")
-
-
-#: What ``send()`` takes to send one message in fragments.
-Fragments = Iterable[str] | Iterable[bytes] | AsyncIterable[str] | AsyncIterable[bytes]
-
-
-async def _aiter(fragments: Fragments) -> AsyncIterator[str | bytes]:
-    if isinstance(fragments, AsyncIterable):
-        async for fragment in fragments:
-            yield fragment
-    else:
-        for fragment in fragments:
-            yield fragment
 
 
 class WebSocketConnection(Pinging):
@@ -244,80 +230,6 @@ class WebSocketConnection(Pinging):
         return cancel
 
     # Application API --------------------------------------------------------------------------
-
-    async def send(
-        self,
-        message: str | bytes | bytearray | memoryview | Fragments,
-        *,
-        compress: bool = True,
-    ) -> None:
-        """Send one message: text for ``str``, binary for bytes-like.
-
-        An iterable or async iterable of ``str`` (or of bytes-like) sends one message in
-        fragments as they come, without building it whole (fragments are not compressed).
-        Waits while ``write_queue`` frames wait to be written. Raises ``ConnectionClosed``
-        once closing. ``compress=False`` sends this message uncompressed (e.g. data already
-        compressed).
-        """
-        if not isinstance(message, (str, bytes)):
-            await self._send_other(message, compress)
-            return
-        await self._offer(self._outbox.offer, message, compress)
-
-    async def _offer(self, offer: Callable[..., Offer], *args: Any) -> None:
-        """``offer(*args)``, waiting while the outbox is full; a checkpoint on every path."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
-        while (result := offer(*args)) is Offer.FULL:
-            waited = True
-            await self._outbox.wait()
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        if result is Offer.CLOSED:
-            raise self._closed_exception()
-
-    async def _send_other(
-        self, message: bytearray | memoryview | Fragments, compress: bool
-    ) -> None:
-        """``send()`` of a bytes-like or of fragments."""
-        if isinstance(message, (bytearray, memoryview)):
-            await self._offer(self._outbox.offer, bytes(message), compress)
-        else:
-            await self._send_fragments(message)
-
-    async def _send_fragments(self, fragments: Fragments) -> None:
-        """RFC 6455 section 5.4: the first frame typed, then continuations, the last with FIN.
-
-        Whole messages sent meanwhile (by other tasks, or broadcasts) go after it; one
-        fragmented message at a time."""
-        outbox = self._outbox
-        while not outbox.begin_fragments():
-            await outbox.wait()  # another task is sending a fragmented message
-        offer = outbox.offer_fragment
-        opcode: Opcode | None = None
-        try:
-            async for fragment in _aiter(fragments):
-                if isinstance(fragment, str):
-                    kind, payload = Opcode.TEXT, fragment.encode("utf-8")
-                else:
-                    kind, payload = Opcode.BINARY, bytes(fragment)
-                if opcode is None:
-                    opcode = kind
-                    await self._offer(offer, opcode, payload, False)
-                elif kind is not opcode:
-                    raise TypeError("the fragments of a message must all be str or all bytes")
-                else:
-                    await self._offer(offer, Opcode.CONTINUATION, payload, False)
-            if opcode is None:
-                raise TypeError("send() needs at least one fragment")
-            await self._offer(offer, Opcode.CONTINUATION, b"", True)
-        except BaseException:
-            # A message left unfinished would be garbage to the peer: close instead.
-            if opcode is not None:
-                self._start_close(1011, "message not finished")
-            raise
-        finally:
-            outbox.end_fragments()
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason`` and wait for the closing handshake.
