@@ -368,3 +368,16 @@ async def raw_server(script: Callable[[RawPeer], Awaitable[None]]) -> AsyncItera
             yield port
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def echo_handler_loop(ws: trio_ws.WebSocketConnection) -> None:
+    """Echo every message of an accepted connection back until it closes."""
+    async for message in ws:
+        await ws.send(message)
+
+
+async def assert_still_serving(port: int) -> None:
+    """A normal client still gets an echo from the server on ``port``."""
+    async with trio_ws.open_websocket(HOST, port) as ws:
+        await ws.send("alive?")
+        assert await ws.receive() == "alive?"
