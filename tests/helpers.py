@@ -23,7 +23,7 @@ import trustme
 
 import trio_ws
 from trio_ws.protocol._frames import FrameHeader, FrameParser, Opcode, encode_frame
-from trio_ws.protocol._handshake import accept_key
+from trio_ws.protocol._handshake import Request, ServerHandshake, accept_key
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -381,3 +381,42 @@ async def assert_still_serving(port: int) -> None:
     async with trio_ws.open_websocket(HOST, port) as ws:
         await ws.send("alive?")
         assert await ws.receive() == "alive?"
+
+
+# Opening handshake bytes (sans-I/O tests) -------------------------------------------------
+
+#: The key of RFC 6455 section 1.3's example.
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+BASE_HEADERS = [
+    ("Host", "server.example.com"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", RFC_KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+def make_request(
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    method: str = "GET",
+    target: str = "/chat",
+    version: str = "1.1",
+    drop: tuple[str, ...] = (),
+    replace: dict[str, str] | None = None,
+) -> bytes:
+    """Raw request bytes: the base headers, minus ``drop``, with ``replace`` values."""
+    if headers is None:
+        headers = [(n, (replace or {}).get(n, v)) for n, v in BASE_HEADERS if n.lower() not in drop]
+    head = f"{method} {target} HTTP/{version}\r\n"
+    head += "".join(f"{n}: {v}\r\n" for n, v in headers)
+    return head.encode("latin-1") + b"\r\n"
+
+
+def server_request(data: bytes, **kwargs: int) -> Request:
+    """The request a sans-I/O ServerHandshake reads from ``data`` (which must be complete)."""
+    hs = ServerHandshake(**kwargs)
+    request = hs.receive_data(data)
+    assert request is not None
+    return request
