@@ -18,12 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import pytest
 import trio
 import trustme
 
 import trio_ws
 from trio_ws.protocol._frames import FrameHeader, FrameParser, Opcode, encode_frame
 from trio_ws.protocol._handshake import Request, ServerHandshake, accept_key
+from trio_ws.testing import open_memory_pair
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -420,3 +422,20 @@ def server_request(data: bytes, **kwargs: int) -> Request:
     request = hs.receive_data(data)
     assert request is not None
     return request
+
+
+# In-memory handshakes (trio_ws.testing) ---------------------------------------------------
+
+
+async def accept_and_report(request: trio_ws.WebSocketRequest, **params: str) -> None:
+    """Accept, then send back a description of the route's parameters."""
+    ws = await request.accept()
+    await ws.send(repr(sorted(params.items())))
+
+
+async def handshake_status(handler: Any, resource: str, **kwargs: Any) -> trio_ws.HandshakeError:
+    """The HandshakeError a client gets from ``handler`` served in memory at ``resource``."""
+    with trio.fail_after(TEST_TIMEOUT), pytest.raises(trio_ws.HandshakeError) as info:
+        async with open_memory_pair(handler, resource, **kwargs):
+            pass
+    return info.value
