@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +35,30 @@ if sys.version_info < (3, 11):
 
 HOST = "127.0.0.1"
 
+#: The repository (examples/ and the package).
+REPO = Path(__file__).resolve().parent.parent
+
+#: Bound on waiting for a subprocess (Python start-up included).
+PROCESS_TIMEOUT = 20.0
+
 #: Upper bound, in seconds, on every test body (``trio.fail_after``): nothing here may hang.
 TEST_TIMEOUT = 10.0
+
+
+async def wait_until(
+    condition: Callable[[], object], what: str = "the condition", *, timeout: float = TEST_TIMEOUT
+) -> None:
+    """Return as soon as ``condition()`` is true; fail after ``timeout`` seconds.
+
+    This polls for a state the test cannot be told about (a server-side count, a process's
+    memory), every few milliseconds: it waits for that state, however long it takes on a slow
+    machine, instead of sleeping a fixed time in the hope that it was reached.
+    """
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.005)
+        return
+    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def bounded(
@@ -439,3 +464,73 @@ async def handshake_status(handler: Any, resource: str, **kwargs: Any) -> trio_w
         async with open_memory_pair(handler, resource, **kwargs):
             pass
     return info.value
+
+
+# `python -m trio_ws serve` in a subprocess, worker processes -------------------------------
+
+
+@asynccontextmanager
+async def cli_server(*args: str) -> AsyncIterator[tuple[str, trio.Process, list[str]]]:
+    """``python -m trio_ws serve ARGS``: yields its URL, the process and its first lines."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws", "serve", *args],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        with trio.fail_after(PROCESS_TIMEOUT):
+            buffer = b""
+            while b"\n" not in buffer or (args.count("--workers") and buffer.count(b"\n") < 2):
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, f"the server exited before it was ready: {buffer!r}"
+                buffer += chunk
+        lines = buffer.decode().splitlines()
+        yield lines[0].split()[-1], process, lines
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        await process.stdout.aclose()
+
+
+def worker_pids(line: str) -> list[int]:
+    """The worker pids in the server's second line, "2 workers (pids 1, 2)..."."""
+    match = re.search(r"pids ([\d, ]+)\)", line)
+    assert match, line
+    return [int(pid) for pid in match.group(1).split(", ")]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has stopped running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill()
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# Broadcast rooms --------------------------------------------------------------------------------
+
+
+def relay(room: trio_ws.Room) -> Any:
+    """A handler that joins ``room`` and broadcasts every message it receives to it."""
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        with room.joined(ws):
+            async for message in ws:
+                room.broadcast(message)
+
+    return handler
+
+
+async def wait_members(room: trio_ws.Room, count: int) -> None:
+    """Wait until ``room`` has ``count`` members (the server adds them after the handshake)."""
+    await wait_until(lambda: len(room) >= count, f"{count} members in the room")

@@ -426,3 +426,18 @@ async def test_serve_wss_with_a_certificate(tmp_path: Path) -> None:
             with trio.CancelScope(shield=True):
                 await process.wait()
         await process.stdout.aclose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--echo", "--redis", "redis://127.0.0.1:1"], "--redis needs --broadcast"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+async def test_serve_usage_errors(args: list[str], message: str) -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "trio_ws", "serve", *args], capture_stderr=True, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
