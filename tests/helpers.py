@@ -26,7 +26,7 @@ import trio
 import trustme
 
 import trio_ws
-from trio_ws.protocol._frames import FrameHeader, FrameParser, Opcode, encode_frame
+from trio_ws.protocol._frames import RSV1, FrameHeader, FrameParser, Opcode, encode_frame
 from trio_ws.protocol._handshake import Request, ServerHandshake, accept_key
 from trio_ws.testing import open_memory_pair
 
@@ -191,6 +191,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def upgrade_request(
+    *,
+    path: str = "/",
+    method: str = "GET",
+    version: str = "13",
+    extra: str = "",
+    key: str | None = None,
+) -> bytes:
+    """Upgrade request bytes; ``extra`` is inserted as is (header lines ending in CRLF)."""
+    key = key or base64.b64encode(os.urandom(16)).decode("ascii")
+    return (
+        f"{method} {path} HTTP/1.1\r\n"
+        f"Host: {HOST}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\n"
+        f"{extra}"
+        "\r\n"
+    ).encode("latin-1")
+
+
 class RawPeer:
     """A byte-level WebSocket endpoint over a plain TCP stream: a client or, with
     ``server=True``, a server (which expects masked frames and sends unmasked ones).
@@ -211,8 +233,13 @@ class RawPeer:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
+    async def send(self, data: bytes) -> bool:
+        """Send; False if the peer already closed (a refusal may come before the end)."""
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
     async def _fill(self) -> bool:
         """Read more into the buffer; ``False`` at the end of the stream (or a reset)."""
@@ -257,32 +284,15 @@ class RawPeer:
         return status, headers, body
 
     async def handshake(self, path: str = "/", *, extra: str = "") -> dict[str, str]:
-        """Send a valid upgrade request and check the 101; any bytes after it stay buffered."""
+        """Send a valid upgrade request and check the 101; any bytes after it stay buffered.
+        With permessage-deflate negotiated, frames with RSV1 are read (compressed)."""
         key = base64.b64encode(os.urandom(16)).decode("ascii")
-        await self.send(
-            (
-                f"GET {path} HTTP/1.1\r\n"
-                f"Host: {HOST}\r\n"
-                "Upgrade: websocket\r\n"
-                "Connection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n"
-                f"{extra}"
-                "\r\n"
-            ).encode("latin-1")
-        )
-        while b"\r\n\r\n" not in self.buffer:
-            if not await self._fill():
-                raise AssertionError(f"no 101 response: {bytes(self.buffer)!r}")
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].startswith("HTTP/1.1 101"), lines[0]
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        await self.send(upgrade_request(path=path, extra=extra, key=key))
+        status, headers, _ = await self.read_http_response()
+        assert status == 101, status
         assert headers["sec-websocket-accept"] == accept_key(key)
-        self.buffer = bytearray(rest)
+        if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
+            self.parser.allowed_rsv = RSV1
         return headers
 
     async def accept_handshake(self) -> str:
@@ -310,14 +320,22 @@ class RawPeer:
         return text
 
     async def send_frame(
-        self, opcode: int, data: bytes, *, fin: bool = True, masked: bool | None = None
-    ) -> None:
-        """Send one frame; masked by default as a client, unmasked as a server."""
+        self,
+        opcode: int,
+        data: bytes,
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        masked: bool | None = None,
+    ) -> bool:
+        """Send one frame; masked by default as a client, unmasked as a server. False if the
+        peer already closed."""
         if masked is None:
             masked = not self.server
         if opcode == Opcode.CLOSE:
             self.close_sent = True
-        await self.send(encode_frame(opcode, data, fin=fin, mask=os.urandom(4) if masked else None))
+        mask = os.urandom(4) if masked else None
+        return await self.send(encode_frame(opcode, data, fin=fin, rsv=rsv, mask=mask))
 
     async def finish(self) -> None:
         """Complete a closing handshake (echoing the peer's close if we sent none), then
@@ -534,3 +552,40 @@ def relay(room: trio_ws.Room) -> Any:
 async def wait_members(room: trio_ws.Room, count: int) -> None:
     """Wait until ``room`` has ``count`` members (the server adds them after the handshake)."""
     await wait_until(lambda: len(room) >= count, f"{count} members in the room")
+
+
+# Servers with short timeouts (hostile peers, faults) ------------------------------------------
+
+#: The handshake and close timeouts of ``serving()``: a misbehaving peer is dropped quickly.
+SHORT_TIMEOUT = 0.5
+SHORT_OPTIONS = trio_ws.WebSocketOptions(close_timeout=SHORT_TIMEOUT)
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[trio_ws.WebSocketRequest], Awaitable[None]] = echo_handler, **kwargs: Any
+) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """A trio_ws server on 127.0.0.1 and a free port; ``aclose()``d at the end of the block."""
+    kwargs.setdefault("handshake_timeout", SHORT_TIMEOUT)
+    kwargs.setdefault("options", SHORT_OPTIONS)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_ws.serve_websocket, handler, HOST, 0, **kwargs)
+        )
+        try:
+            yield server
+        finally:
+            with trio.fail_after(SHORT_TIMEOUT + 3):
+                await server.aclose()
+    # Leaving the nursery means every task of the server is gone.
+
+
+async def assert_served(port: int, **kwargs: Any) -> None:
+    """A normal trio_ws client gets its text and binary messages echoed."""
+    kwargs.setdefault("options", SHORT_OPTIONS)
+    with trio.fail_after(5):
+        async with trio_ws.open_websocket(HOST, port, "/", **kwargs) as ws:
+            await ws.send("still serving? é")
+            assert await ws.receive() == "still serving? é"
+            await ws.send(b"\x00\x01binary")
+            assert await ws.receive() == b"\x00\x01binary"

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_hostile import (
+from helpers import (
     HOST,
-    RawWS,
+    RawPeer,
     assert_served,
     bounded,
-    echo,
+    echo_handler,
     serving,
     upgrade_request,
-    wait_for,
+    wait_until,
 )
 
 import trio_ws
@@ -111,7 +111,7 @@ async def test_handler_raising_closes_1011_others_unaffected(
 ) -> None:
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         if request.path != "/boom":
-            await echo(request)
+            await echo_handler(request)
             return
         ws = await request.accept()
         await ws.receive()
@@ -158,7 +158,7 @@ async def test_peer_that_stops_reading(how: str) -> None:
 
     async def flood(request: trio_ws.WebSocketRequest) -> None:
         if request.path != "/flood":
-            await echo(request)
+            await echo_handler(request)
             return
         ws = await request.accept()
         try:
@@ -172,7 +172,7 @@ async def test_peer_that_stops_reading(how: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks(), serving(flood, options=options) as server:
             rss_before = vm_rss_kib()
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake("/flood")  # and never read again
             # Wait until send() stalls: no progress for 0.3 s.
             last = -1
@@ -191,7 +191,7 @@ async def test_peer_that_stops_reading(how: str) -> None:
                 (conn,) = server.connections
                 await conn.aclose(1001)
                 assert conn.closed
-                await wait_for(handler_done.is_set, 1, "the handler ends")
+                await handler_done.wait()
                 # The server goes on: a stuck peer costs one connection, not the service.
                 await assert_served(server.port)
                 await raw.aclose()
@@ -261,9 +261,8 @@ async def test_shutdown_with_500_connected_clients() -> None:
                     clients.start_soon(limited, server.port)
                 # The server counts a connection when it accepts; the client once it has read
                 # the 101: wait for both sides.
-                await wait_for(
+                await wait_until(
                     lambda: len(server.connections) == count and connected[0] == count,
-                    10,
                     "500 connections",
                 )
                 started = trio.current_time()
@@ -285,7 +284,7 @@ async def test_keepalive_closes_peer_that_never_answers_pings() -> None:
     )
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks(), serving(options=options) as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
             started = trio.current_time()
             pings = 0
@@ -306,7 +305,7 @@ async def test_keepalive_closes_peer_that_never_answers_pings() -> None:
             await raw.read_until_eof()
             assert trio.current_time() - started < 0.4 + CLOSE_TIMEOUT + 0.5
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 1, "the connection is forgotten")
+            await wait_until(lambda: not server.connections, "the connection is forgotten")
 
             # A peer that answers (any trio_ws client does) stays connected.
             async with trio_ws.open_websocket(HOST, server.port, "/", options=CLIENT) as ws:
@@ -328,7 +327,7 @@ async def test_listener_closed_after_shutdown(how: str, traffic: str) -> None:
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         if request.path == "/fail":
             raise RuntimeError("handler failure")
-        await echo(request)
+        await echo_handler(request)
 
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks():
@@ -368,7 +367,7 @@ async def test_close_right_after_the_handshake_is_answered() -> None:
         async with serving() as server:
 
             async def one() -> None:
-                raw = await RawWS.connect(server.port)
+                raw = await RawPeer.connect(server.port)
                 await raw.handshake()
                 await raw.send_frame(Opcode.CLOSE, struct.pack("!H", 1000))
                 assert await raw.read_close() == (1000, "")

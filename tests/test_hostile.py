@@ -26,14 +26,21 @@ import sys
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from helpers import bounded
+from helpers import (
+    RawPeer,
+    assert_served,
+    bounded,
+    echo_handler,
+    serving,
+    upgrade_request,
+    wait_until,
+)
 
 import trio_ws
 from trio_ws.protocol._connection import Connection, Role
@@ -41,12 +48,9 @@ from trio_ws.protocol._frames import (
     RSV1,
     RSV2,
     RSV3,
-    FrameHeader,
-    FrameParser,
     Opcode,
     encode_frame,
 )
-from trio_ws.protocol._handshake import accept_key
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -66,196 +70,13 @@ MiB = 1024 * 1024
 # Servers and clients ------------------------------------------------------------------------
 
 
-async def echo(request: trio_ws.WebSocketRequest) -> None:
-    ws = await request.accept()
-    async for message in ws:
-        await ws.send(message)
-
-
-@asynccontextmanager
-async def serving(
-    handler: Callable[[trio_ws.WebSocketRequest], Awaitable[None]] = echo, **kwargs: Any
-) -> AsyncIterator[trio_ws.WebSocketServer]:
-    """A trio_ws server on 127.0.0.1 and a free port; ``aclose()``d at the end of the block."""
-    kwargs.setdefault("handshake_timeout", HANDSHAKE_TIMEOUT)
-    kwargs.setdefault("options", OPTIONS)
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(trio_ws.serve_websocket, handler, HOST, 0, **kwargs)
-        )
-        try:
-            yield server
-        finally:
-            with trio.fail_after(CLOSE_TIMEOUT + 3):
-                await server.aclose()
-    # Leaving the nursery means every task of the server is gone.
-
-
-async def assert_served(port: int, **kwargs: Any) -> None:
-    """A normal trio_ws client gets its text and binary messages echoed."""
-    kwargs.setdefault("options", CLIENT_OPTIONS)
-    with trio.fail_after(5):
-        async with trio_ws.open_websocket(HOST, port, "/", **kwargs) as ws:
-            await ws.send("still serving? é")
-            assert await ws.receive() == "still serving? é"
-            await ws.send(b"\x00\x01binary")
-            assert await ws.receive() == b"\x00\x01binary"
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def upgrade_request(
-    *,
-    path: str = "/",
-    method: str = "GET",
-    version: str = "13",
-    extra: str = "",
-    key: str | None = None,
-) -> bytes:
-    key = key or base64.b64encode(os.urandom(16)).decode("ascii")
-    return (
-        f"{method} {path} HTTP/1.1\r\n"
-        f"Host: {HOST}\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\n"
-        f"Sec-WebSocket-Version: {version}\r\n"
-        f"{extra}"
-        "\r\n"
-    ).encode("latin-1")
-
-
-class RawWS:
-    """A byte-level client: sends whatever it is told, reads exactly what the server sent."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-        self.parser = FrameParser(expect_masked=False, max_frame_size=None)
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, port: int) -> RawWS:
-        return cls(await trio.open_tcp_stream(HOST, port))
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
-
-    async def send(self, data: bytes) -> bool:
-        """Send; False if the server already closed (a refusal may come before the end)."""
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    async def _fill(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = await self.stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buffer += data
-        return True
-
-    async def read_until_eof(self) -> bytes:
-        while await self._fill():
-            pass
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
-
-    async def read_response(self) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers (lower-case names) and body of the server's HTTP response."""
-        while b"\r\n\r\n" not in self.buffer:
-            if not await self._fill():
-                raise AssertionError(
-                    f"the server closed without a complete HTTP response: {bytes(self.buffer)!r}"
-                )
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        self.buffer = bytearray(rest)
-        while len(self.buffer) < length and await self._fill():
-            pass
-        body = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        return status, headers, body
-
-    async def handshake(self, path: str = "/", *, extra: str = "") -> dict[str, str]:
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        await self.send(upgrade_request(path=path, extra=extra, key=key))
-        status, headers, _ = await self.read_response()
-        assert status == 101, status
-        assert headers["sec-websocket-accept"] == accept_key(key)
-        if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
-            self.parser.allowed_rsv = RSV1
-        return headers
-
-    async def send_frame(
-        self,
-        opcode: int,
-        data: bytes,
-        *,
-        fin: bool = True,
-        rsv: int = 0,
-        masked: bool = True,
-    ) -> bool:
-        mask = os.urandom(4) if masked else None
-        return await self.send(encode_frame(opcode, data, fin=fin, rsv=rsv, mask=mask))
-
-    async def read_frame(self) -> tuple[FrameHeader, bytes] | None:
-        """The next whole frame from the server; ``None`` if the stream ended first."""
-        parts: list[bytes] = []
-        while True:
-            if self.buffer:
-                self.parser.feed(bytes(self.buffer))
-                self.buffer.clear()
-            item = self.parser.next()
-            if item is not None:
-                header, piece, done = item
-                parts.append(piece)
-                if done:
-                    return header, b"".join(parts)
-                continue
-            if not await self._fill():
-                return None
-
-    async def read_close(self) -> tuple[int, str]:
-        """Skip data frames up to the server's close frame: its code (1005 if none), reason."""
-        while True:
-            frame = await self.read_frame()
-            assert frame is not None, "the server dropped the connection without a close frame"
-            header, data = frame
-            if header.opcode is Opcode.CLOSE:
-                if not data:
-                    return 1005, ""
-                (code,) = struct.unpack("!H", data[:2])
-                return code, data[2:].decode("utf-8")
-
-
 async def refusal_status(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``request`` (in the background: the answer may come before it is all sent)."""
-    raw = await RawWS.connect(port)
+    raw = await RawPeer.connect(port)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(raw.send, request)
-            status, headers, body = await raw.read_response()
+            status, headers, body = await raw.read_http_response()
             nursery.cancel_scope.cancel()
         return status, headers, body
     finally:
@@ -318,7 +139,7 @@ async def test_bad_frame_refused_and_server_keeps_serving(name: str) -> None:
     build, expected = BAD_FRAMES[name]
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
             await raw.send(build())
             code, reason = await raw.read_close()
@@ -327,7 +148,9 @@ async def test_bad_frame_refused_and_server_keeps_serving(name: str) -> None:
             await raw.stream.send_eof()
             await raw.read_until_eof()
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await wait_until(
+                lambda: not server.connections, "the connection is forgotten", timeout=2
+            )
             await assert_served(server.port)
 
 
@@ -353,14 +176,16 @@ async def test_bad_frame_with_compression_negotiated(name: str) -> None:
     build, expected = COMPRESSED_BAD_FRAMES[name]
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             headers = await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
             assert headers["sec-websocket-extensions"].startswith("permessage-deflate")
             await raw.send(build())
             code, reason = await raw.read_close()
             assert code == expected, (code, reason)
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await wait_until(
+                lambda: not server.connections, "the connection is forgotten", timeout=2
+            )
             await assert_served(server.port)
 
 
@@ -422,7 +247,7 @@ def test_refused_bomb_is_not_kept_in_memory() -> None:
     assert held < 2 * MiB, f"...and still holds {held / MiB:.0f} MiB after refusing the bomb"
 
 
-async def send_bomb(raw: RawWS) -> None:
+async def send_bomb(raw: RawPeer) -> None:
     await raw.send_frame(Opcode.BINARY, deflate_bomb(), rsv=RSV1)
 
 
@@ -430,7 +255,7 @@ async def send_bomb(raw: RawWS) -> None:
 async def test_decompression_bomb_gets_1009() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             headers = await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
             assert "permessage-deflate" in headers["sec-websocket-extensions"]
             async with trio.open_nursery() as nursery:
@@ -438,7 +263,9 @@ async def test_decompression_bomb_gets_1009() -> None:
                 code, _ = await raw.read_close()
             assert code == 1009
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await wait_until(
+                lambda: not server.connections, "the connection is forgotten", timeout=2
+            )
             await assert_served(server.port)
 
 
@@ -467,7 +294,7 @@ async def test_20000_one_byte_fragments() -> None:
     assert expected.encode("utf-8") == data  # the cut falls between characters
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
             started = trio.current_time()
             await raw.send(one_byte_fragments(text, 20000))
@@ -490,7 +317,7 @@ async def test_many_fragments_over_the_message_limit_get_1009() -> None:
     options = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT, max_message_size=5000)
     with trio.fail_after(TEST_TIMEOUT):
         async with serving(options=options) as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
             await raw.send(one_byte_fragments("x" * 20000, 20000))
             code, _ = await raw.read_close()
@@ -506,14 +333,18 @@ async def test_many_fragments_over_the_message_limit_get_1009() -> None:
 async def test_client_vanishing_mid_frame_is_cleaned_up() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
-            await wait_for(lambda: len(server.connections) == 1, 2, "the connection is open")
+            await wait_until(
+                lambda: len(server.connections) == 1, "the connection is open", timeout=2
+            )
             frame = _frame(Opcode.BINARY, os.urandom(1000))
             await raw.send(frame[:100])  # header and the start of the payload, then gone
             await trio.sleep(0.05)
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 2, "the connection is forgotten")
+            await wait_until(
+                lambda: not server.connections, "the connection is forgotten", timeout=2
+            )
             await assert_served(server.port)
 
 
@@ -522,7 +353,7 @@ async def test_client_vanishing_mid_handshake_is_cleaned_up() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
             for cut in (1, 20, 60):
-                raw = await RawWS.connect(server.port)
+                raw = await RawPeer.connect(server.port)
                 await raw.send(upgrade_request()[:cut])
                 await raw.aclose()
             await assert_served(server.port)
@@ -538,7 +369,7 @@ async def test_stalled_handshake_dropped_after_timeout(trickle: bool) -> None:
     """Half a request line, then silence (or a byte every 50 ms): dropped at the deadline."""
     with trio.fail_after(TEST_TIMEOUT):
         async with serving() as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             started = trio.current_time()
             request = upgrade_request()
             await raw.send(request[:7])  # "GET / H"
@@ -629,7 +460,9 @@ async def test_max_connections_503_while_existing_connections_work() -> None:
                     await ws.send("alive")
                     assert await ws.receive() == "alive"
             # Once they are gone, there is room again.
-            await wait_for(lambda: not server.connections, 2, "the connections are closed")
+            await wait_until(
+                lambda: not server.connections, "the connections are closed", timeout=2
+            )
             await assert_served(server.port)
 
 
@@ -659,7 +492,7 @@ async def test_crlf_in_response_header_refused_with_500(name: str) -> None:
 
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         if request.path != "/inject":
-            await echo(request)
+            await echo_handler(request)
             return
         try:
             await request.accept(**INJECTIONS[name])
@@ -717,7 +550,7 @@ async def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 async def heavy_bomb(port: int) -> str:
-    raw = await RawWS.connect(port)
+    raw = await RawPeer.connect(port)
     await raw.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_bomb, raw)
@@ -734,7 +567,7 @@ async def heavy_request(port: int, request: bytes, statuses: set[int]) -> str:
 
 
 async def heavy_fragments(port: int) -> str:
-    raw = await RawWS.connect(port)
+    raw = await RawPeer.connect(port)
     await raw.handshake()
     await raw.send(one_byte_fragments("x" * 20000, 20000))
     frame = await raw.read_frame()
@@ -749,7 +582,7 @@ async def heavy_fragments(port: int) -> str:
     return "echoed whole"
 
 
-async def send_until_stalled(raw: RawWS, data: bytes, most: int) -> int:
+async def send_until_stalled(raw: RawPeer, data: bytes, most: int) -> int:
     """Send ``data`` up to ``most`` times; stop once a send makes no progress for 0.3 s."""
     sent = 0
     while sent < most:
@@ -763,7 +596,7 @@ async def send_until_stalled(raw: RawWS, data: bytes, most: int) -> int:
 
 async def heavy_message_flood(port: int, rss: Callable[[], int], peaks: list[int]) -> str:
     """256 MiB of 64 KiB messages whose echoes are never read: the server must push back."""
-    raw = await RawWS.connect(port)
+    raw = await RawPeer.connect(port)
     await raw.handshake()
     frame = _frame(Opcode.BINARY, os.urandom(64 * 1024))
     sent = await send_until_stalled(raw, frame, 4096)
@@ -775,7 +608,7 @@ async def heavy_message_flood(port: int, rss: Callable[[], int], peaks: list[int
 
 async def heavy_ping_flood(port: int, rss: Callable[[], int], peaks: list[int]) -> str:
     """Pings with 125-byte payloads whose pongs are never read."""
-    raw = await RawWS.connect(port)
+    raw = await RawPeer.connect(port)
     await raw.handshake()
     batch = b"".join(_frame(Opcode.PING, os.urandom(125)) for _ in range(1000))
     sent = await send_until_stalled(raw, batch, 200)
