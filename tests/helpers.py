@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trio_ws
@@ -59,6 +60,17 @@ async def wait_until(
             await trio.sleep(0.005)
         return
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def wait_stalled(cushion: float = 0.1) -> None:
+    """Return once no task of this Trio run has had anything to do for ``cushion`` seconds.
+
+    Then a sender behind a peer that does not read has stopped for good (the kernel's socket
+    buffers are full: nothing will wake it), and whatever a message that was sent could
+    cause has happened. Unlike "no progress for N seconds", this is not fooled by a machine
+    too busy to run this process: I/O that is ready wakes a task and restarts the cushion.
+    """
+    await trio.testing.wait_all_tasks_blocked(cushion)
 
 
 def bounded(

@@ -31,6 +31,8 @@ from helpers import (
     payload,
     raw_server,
     running_server,
+    wait_stalled,
+    wait_until,
 )
 
 import trio_ws
@@ -589,6 +591,9 @@ async def test_ping_on_closed_connection_raises() -> None:
 async def test_ping_returns_only_when_its_pong_arrives() -> None:
     """Against a byte-level server: a delayed pong, and an unrelated pong that must not count."""
     pings: list[bytes] = []
+    unsolicited_sent = trio.Event()
+    send_the_pong = trio.Event()
+    ping_returned = trio.Event()
 
     async def script(peer: RawPeer) -> None:
         frame = await peer.read_frame()
@@ -596,16 +601,24 @@ async def test_ping_returns_only_when_its_pong_arrives() -> None:
         assert frame[0].opcode is Opcode.PING
         pings.append(frame[1])
         await peer.send_frame(Opcode.PONG, b"unsolicited")
-        await trio.sleep(0.3)
+        unsolicited_sent.set()
+        await send_the_pong.wait()
         await peer.send_frame(Opcode.PONG, frame[1])
+
+    async def ping(ws: trio_ws.WebSocketConnection) -> None:
+        await ws.ping(b"mine")
+        ping_returned.set()
 
     with trio.fail_after(TEST_TIMEOUT):
         async with raw_server(script) as port, trio_ws.open_websocket(HOST, port) as ws:
-            start = trio.current_time()
-            await ws.ping(b"mine")
-            elapsed = trio.current_time() - start
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping, ws)
+                await unsolicited_sent.wait()
+                await wait_stalled()  # the unsolicited pong has been read
+                assert not ping_returned.is_set(), "ping() returned on another pong"
+                send_the_pong.set()
+    assert ping_returned.is_set()
     assert pings == [b"mine"]
-    assert elapsed >= 0.25
 
 
 @bounded
@@ -631,18 +644,21 @@ async def test_pending_ping_raises_when_connection_closes() -> None:
 MAX_QUEUE = 2
 # Incompressible and larger than one socket read, so that a read adds at most one message.
 BIG_MESSAGE = os.urandom(512 * 1024)
+#: Far more messages than max_queue + write_queue + the socket buffers can hold (100 MiB).
+SEND_LIMIT = 200
 
 
 async def _fill_until_stuck(
     ws: trio_ws.WebSocketConnection, nursery: trio.Nursery
 ) -> tuple[list[int], trio.Event]:
-    """Start a task sending BIG_MESSAGE until it fails; return once no send completed for 0.5 s."""
+    """Start a task sending BIG_MESSAGE until it fails (or SEND_LIMIT messages went, which no
+    bounded queue allows); return once it is stuck."""
     sent = [0]
     stopped = trio.Event()
 
     async def sender() -> None:
         try:
-            while True:
+            while sent[0] < SEND_LIMIT:
                 await ws.send(BIG_MESSAGE)
                 sent[0] += 1
         except trio_ws.ConnectionClosed:
@@ -651,10 +667,7 @@ async def _fill_until_stuck(
             stopped.set()
 
     nursery.start_soon(sender)
-    last = -1
-    while sent[0] != last:
-        last = sent[0]
-        await trio.sleep(0.5)
+    await wait_stalled()
     return sent, stopped
 
 
@@ -694,13 +707,11 @@ async def test_backpressure_blocks_sender_and_bounds_queue() -> None:
                 # The server read only up to max_queue messages; the rest sits in buffers.
                 assert 1 <= len(conn._messages) <= MAX_QUEUE
                 # Bounded by max_queue + write_queue + socket buffers, not unbounded.
-                assert sent[0] < 200
+                assert sent[0] < SEND_LIMIT
                 # The connection is still healthy: draining unblocks the sender.
                 before = sent[0]
                 release.set()
-                with trio.fail_after(5):
-                    while sent[0] <= before + 3:
-                        await trio.sleep(0.01)
+                await wait_until(lambda: sent[0] > before + 3, "the sender goes on")
                 nursery.cancel_scope.cancel()
             with trio.fail_after(5):
                 await handler_done.wait()
@@ -733,15 +744,12 @@ async def test_backpressure_with_small_messages_bounds_memory() -> None:
             async with trio.open_nursery() as nursery:
 
                 async def sender() -> None:
-                    while True:
+                    while sent[0] < 100 * 1024 * 1024 // len(message):  # no queue holds 100 MiB
                         await ws.send(message)
                         sent[0] += 1
 
                 nursery.start_soon(sender)
-                last = -1
-                while sent[0] != last:
-                    last = sent[0]
-                    await trio.sleep(0.5)
+                await wait_stalled()
                 queued = server_side[0]._messages
                 # Items are whole messages, or pieces of one split across reads.
                 held = sum(len(getattr(m, "data", m)) for m in queued)
@@ -777,7 +785,7 @@ async def test_client_close_completes_while_server_queue_full() -> None:
                     start = trio.current_time()
                     async with trio.open_nursery() as closers:
                         closers.start_soon(ws.aclose, 4003, "client bye")
-                        await trio.sleep(0.1)
+                        await wait_stalled()  # the close is under way, stuck behind the queue
                         release.set()
                     elapsed = trio.current_time() - start
                     assert ws.closed
@@ -844,9 +852,7 @@ async def test_server_close_completes_while_its_queue_full() -> None:
                     with pytest.raises(trio_ws.ConnectionClosed) as info:
                         await ws.receive()
                 assert (info.value.code, info.value.reason) == (4005, "server full")
-            with trio.fail_after(3):
-                while not close_time:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: close_time, "the handler's close returns")
     assert close_time[0] < 3.0
     assert server_side[0].close_code == 4005
 
@@ -1071,9 +1077,7 @@ async def test_client_cancelled_receive_makes_server_keepalive_kill_it() -> None
             for i in range(7):
                 await trio.sleep(0.5)  # a client that reports every 0.5 s
                 await ws.send(f"tick {i}")
-        with trio.fail_after(3):
-            while not closed and len(got) < 7:
-                await trio.sleep(0.05)
+        await wait_until(lambda: closed or len(got) == 7, "all ticks or a close")
     assert closed == [] and got == [f"tick {i}" for i in range(7)], (closed, got)
 
 
@@ -1084,9 +1088,12 @@ async def test_cancelled_inline_reader_strands_the_other_receiver() -> None:
     async with tcp_pair() as (server_ws, client_ws):
         got: list[str | bytes] = []
 
+        a_timed_out = trio.Event()
+
         async def a() -> None:
-            with trio.move_on_after(0.3):
+            with trio.move_on_after(0.3):  # the timeout is the scenario
                 await server_ws.receive()
+            a_timed_out.set()
 
         async def b() -> None:
             got.append(await server_ws.receive())
@@ -1095,11 +1102,9 @@ async def test_cancelled_inline_reader_strands_the_other_receiver() -> None:
             nursery.start_soon(a)
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(b)
-            await trio.sleep(0.5)  # A has timed out by now
+            await a_timed_out.wait()
             await client_ws.send("hello")
-            with trio.move_on_after(2):
-                while not got:
-                    await trio.sleep(0.02)
+            await wait_stalled()  # B has the message, or nobody reads and everything waits
             nursery.cancel_scope.cancel()
         assert got == ["hello"]
 
@@ -1206,8 +1211,7 @@ async def test_whole_send_waiting_for_room_meets_a_fragmented_send() -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(whole)
-                while not server_ws.outbox.full:  # W is about to wait for room
-                    await trio.sleep(0.01)
+                await wait_until(lambda: server_ws.outbox.full, "W is about to wait for room")
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.start_soon(fragmented)
                 await trio.testing.wait_all_tasks_blocked()
@@ -1295,20 +1299,16 @@ async def test_blocked_send_raises_promptly_once_the_peer_closed() -> None:
         peer = await RawPeer.connect(server.port)
         await peer.handshake()
         try:
-            conn = None
-            while conn is None or not conn.outbox.full:
-                await trio.sleep(0.02)
-                conn = next(iter(server.connections), None)
-            # Deliberate timing: let the socket buffers fill up completely (the writer is then
-            # stuck in send_all), as they are once a peer has stopped reading for a while.
-            await trio.sleep(0.5)
-            await trio.testing.wait_all_tasks_blocked()
-            closed_at = trio.current_time()
+            await wait_until(
+                lambda: any(conn.outbox.full for conn in server.connections), "a full outbox"
+            )
+            # The socket buffers fill up completely (the writer is then stuck in send_all), as
+            # they are once a peer has stopped reading for a while.
+            await wait_stalled()
             await peer.send_frame(Opcode.CLOSE, struct.pack("!H", 1000))
-            with trio.fail_after(5):
-                while not raised:
-                    await trio.sleep(0.02)
-            assert raised[0] - closed_at < 1.0, f"send() raised {raised[0] - closed_at:.2f} s late"
+            # Everything the close frame causes happens; the close_timeout (3 s) does not pass.
+            await wait_stalled()
+            assert raised, "send() still waits although the peer closed"
         finally:
             await peer.aclose()
 
@@ -1393,9 +1393,9 @@ async def test_a_whole_message_waits_for_a_fragmented_one() -> None:
         async with open_memory_pair(stream_echo, options=BIG) as ws:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ws.send, slow())
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()  # "a" sent, "b" waits
                 nursery.start_soon(ws.send, "after")
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()  # "after" waits behind it
                 release.set()
             received = [await ws.receive() for _ in range(4)]
             assert received == ["2 2", "ab", "1 5", "after"]
