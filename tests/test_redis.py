@@ -368,10 +368,16 @@ async def test_two_workers_1000_clients_every_message_exactly_once(
         handshakes = trio.Semaphore(50)  # connect 50 at a time
         all_joined = trio.Event()
         all_received = trio.Event()
+        all_fenced = trio.Event()
         complete = 0
+        fenced = 0
+        # Sent after the messages by the same senders, over the same paths: once a client has
+        # them all, any duplicate of a message (a worker relaying its own publication again,
+        # say) has reached it before them.
+        barriers = [f"barrier {n}" for n in range(SENDERS)]
 
         async def client(index: int) -> None:
-            nonlocal complete
+            nonlocal complete, fenced
             await handshakes.acquire()
             try:
                 async with trio_ws.open_websocket_url(url, options=NO_PINGS) as ws:
@@ -386,7 +392,12 @@ async def test_two_workers_1000_clients_every_message_exactly_once(
                     tally = tallies[index]
                     async for message in ws:
                         tally[message] += 1
-                        if sum(tally.values()) == SENDERS:
+                        if message in barriers:
+                            if sum(tally[b] for b in barriers) == SENDERS:
+                                fenced += 1
+                                if fenced == CLIENTS:
+                                    all_fenced.set()
+                        elif sum(tally.values()) == SENDERS:
                             complete += 1
                             if complete == CLIENTS:
                                 all_received.set()
@@ -411,10 +422,14 @@ async def test_two_workers_1000_clients_every_message_exactly_once(
                     await clients[index].send(message)
                 with trio.move_on_after(30):
                     await all_received.wait()
-                await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
-                missing = sum(1 for tally in tallies for m in expected if not tally[m])
-                twice = sum(1 for tally in tallies for m in expected if tally[m] > 1)
-                other = sum(1 for tally in tallies for m in tally if m not in expected)
+                for index, barrier in zip(senders, barriers, strict=True):
+                    await clients[index].send(barrier)
+                with trio.move_on_after(30):
+                    await all_fenced.wait()
+                everything = [*expected, *barriers]
+                missing = sum(1 for tally in tallies for m in everything if not tally[m])
+                twice = sum(1 for tally in tallies for m in everything if tally[m] > 1)
+                other = sum(1 for tally in tallies for m in tally if m not in everything)
                 assert (missing, twice, other) == (0, 0, 0)
 
                 # SIGTERM: both workers shut down gracefully and the parent exits with 0.

@@ -29,10 +29,11 @@ from helpers import (
     capture,
     echo_handler,
     echo_handler_loop,
-    free_port,
+    first_line,
     payload,
     running_server,
     tls_contexts,
+    wait_until,
 )
 
 import trio_ws
@@ -377,8 +378,7 @@ async def test_server_aclose_stops_serving() -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(trio_ws.serve_websocket, echo_handler, HOST, 0)
             nursery.start_soon(client, server.port)
-            while not server.connections:
-                await trio.sleep(0.01)
+            await wait_until(lambda: server.connections, "the client is connected")
             with trio.fail_after(3):
                 await server.aclose()
             with trio.fail_after(3):
@@ -416,9 +416,7 @@ async def test_server_connections_tracks_open_connections() -> None:
                     await b.send("2")
                     await b.receive()
                     assert len(server.connections) == 2
-            with trio.fail_after(2):
-                while server.connections:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: not server.connections, "both connections forgotten")
 
 
 # Example, ports, TLS ------------------------------------------------------------------------
@@ -426,23 +424,16 @@ async def test_server_connections_tracks_open_connections() -> None:
 
 @bounded
 async def test_echo_server_example_subprocess() -> None:
-    port = free_port()
     script = REPO / "examples" / "echo_server.py"
     with trio.fail_after(TEST_TIMEOUT):
         process = await trio.lowlevel.open_process(
-            [sys.executable, str(script), "--host", HOST, "--port", str(port)],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, str(script), "--host", HOST, "--port", "0"],
+            stdout=subprocess.PIPE,
         )
         try:
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream(HOST, port)
-                except OSError:
-                    assert process.poll() is None, "the example server exited"
-                    await trio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                break
+            # "echo server on ws://HOST:PORT/", printed once it listens.
+            url = (await first_line(process, "the example server")).decode().split()[-1]
+            port = int(url.rstrip("/").rpartition(":")[2])
             async with trio_ws.open_websocket(HOST, port, "/anything") as ws:
                 await ws.send("hello example")
                 assert await ws.receive() == "hello example"
@@ -455,6 +446,8 @@ async def test_echo_server_example_subprocess() -> None:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+            assert process.stdout is not None
+            await process.stdout.aclose()
 
 
 @bounded

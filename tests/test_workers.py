@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import HOST, REPO, alive, cli_server, worker_pids
+from helpers import HOST, REPO, alive, cli_server, wait_until, worker_pids
 
 import trio_ws
 from trio_ws._features._workers import run_workers
@@ -57,9 +57,7 @@ async def test_workers_stop_together() -> None:
         pids = worker_pids(lines[1])
         process.kill()
         await process.wait()
-        with trio.fail_after(TIMEOUT):
-            while any(alive(pid) for pid in pids):
-                await trio.sleep(0.05)
+        await wait_until(lambda: not any(alive(pid) for pid in pids), "the workers stop")
 
 
 # run_workers and wait_for_stop, driven directly ----------------------------------------------
