@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -172,12 +172,29 @@ async def receive_all(ws: trio_ws.WebSocketConnection, count: int) -> list[str |
     return [await ws.receive() for _ in range(count)]
 
 
-async def nothing_more(*clients: trio_ws.WebSocketConnection, wait: float = 0.3) -> None:
-    """Assert that no client receives anything within ``wait`` seconds."""
+async def nothing_more(
+    clients: Sequence[trio_ws.WebSocketConnection],
+    *sends: Callable[[str], Awaitable[object]],
+    label: str = "barrier",
+) -> None:
+    """Assert that nothing more is on its way to ``clients``: each ``send`` sends a barrier
+    message over a path the earlier messages took, and each client's next messages are those
+    barriers. A message still on its way (a duplicate, say) comes before them; no waiting
+    for a fixed time in the hope it would have shown up."""
+    barriers = [f"{label} {n}" for n in range(len(sends))]
+    for send, barrier in zip(sends, barriers, strict=True):
+        await send(barrier)
     for ws in clients:
-        with trio.move_on_after(wait / len(clients)):
-            message = await ws.receive()
-            pytest.fail(f"unexpected message {message!r}")
+        assert sorted(await receive_all(ws, len(sends)), key=repr) == barriers
+
+
+def sync_send(broadcast: Callable[[str], object]) -> Callable[[str], Awaitable[None]]:
+    """An async send for nothing_more() from a room's (synchronous) broadcast."""
+
+    async def send(message: str) -> None:
+        broadcast(message)
+
+    return send
 
 
 async def test_a_broadcast_reaches_the_other_process_once(redis_server: RedisServer) -> None:
@@ -202,9 +219,11 @@ async def test_a_broadcast_reaches_the_other_process_once(redis_server: RedisSer
                     got = await receive_all(ws, 3)
                     assert sorted(got, key=repr) == sorted(expected, key=repr)
                     assert [m for m in got if m != "\u00e9 from b"] == expected[:2]
-                await nothing_more(a1, a2, b1)  # own messages are not delivered twice
-            assert (a.backplane.published, b.backplane.published) == (2, 1)
-            assert (a.backplane.received, b.backplane.received) == (1, 2)
+                # Own messages are not delivered twice.
+                await nothing_more([a1, a2, b1], a1.send, b1.send)
+            # nothing_more()'s barriers included: one from a1, one from b1.
+            assert (a.backplane.published, b.backplane.published) == (3, 2)
+            assert (a.backplane.received, b.backplane.received) == (2, 3)
             for backplane in (a.backplane, b.backplane):
                 assert backplane.duplicates == backplane.missed == backplane.dropped == 0
 
@@ -226,7 +245,8 @@ async def test_rooms_are_separate_and_can_be_added_later(redis_server: RedisServ
                     assert await other_client.receive() == "in other"
                     a.room.broadcast("in chat")
                     assert await chat_b.receive() == "in chat"
-                    await nothing_more(chat_b, other_client)
+                    await nothing_more([other_client], sync_send(other_a.broadcast), label="other")
+                    await nothing_more([chat_b], sync_send(a.room.broadcast), label="chat")
 
 
 def _subscribed(backplane: Any, name: str) -> bool:
@@ -256,10 +276,15 @@ async def test_duplicates_and_gaps_from_another_process(redis_server: RedisServe
                     await raw.publish(channel, b"not a backplane message")
                     await raw.publish(channel, encode_batch(b.backplane.id, [(9, "own")]))
                     await raw.publish(channel, encode_batch(other, [(5, "five")]))
-                assert await receive_all(client, 4) == ["one", b"two", "four", "five"]
-                await nothing_more(client)
+                    assert await receive_all(client, 4) == ["one", b"two", "four", "five"]
+
+                    async def publish(text: str) -> None:
+                        await raw.publish(channel, encode_batch(other, [(6, text)]))
+
+                    await nothing_more([client], publish)
             bp = b.backplane
-            assert (bp.received, bp.duplicates, bp.missed, bp.invalid) == (4, 3, 1, 1)
+            # Received: one, two, four, five and nothing_more()'s barrier.
+            assert (bp.received, bp.duplicates, bp.missed, bp.invalid) == (5, 3, 1, 1)
 
 
 async def test_redis_restart_is_survived(redis_server: RedisServer) -> None:
@@ -292,7 +317,7 @@ async def test_redis_restart_is_survived(redis_server: RedisServer) -> None:
                     for ws in (a1, a2, b1):
                         got = await receive_all(ws, 2)
                         assert sorted(got) == ["after", "from b after"]
-                    await nothing_more(a1, a2, b1)
+                    await nothing_more([a1, a2, b1], a1.send, b1.send)
             assert a.backplane.connections == b.backplane.connections == 2
             assert b.backplane.missed == 1  # "during": a gap in a's sequence
             assert a.backplane.duplicates == b.backplane.duplicates == 0
