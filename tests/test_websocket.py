@@ -1023,7 +1023,9 @@ async def test_cancelled_receive_leaves_pings_unanswered() -> None:
     async with tcp_pair() as (server_ws, client_ws):
         with trio.move_on_after(0.3):
             await server_ws.receive()  # times out: nothing was sent
-        # The server application now does something else (not receiving).
+        # The server application now does something else (not receiving). The connection's
+        # task takes the reading back on a timer (0.1 to 0.2 s), so this waits for the pong;
+        # 2 s is ten times that, and a connection nobody reads never answers.
         with trio.move_on_after(2) as pong_wait:
             await client_ws.ping()
         assert not pong_wait.cancelled_caught, "no pong in 2 s: nobody reads the server socket"
@@ -1176,9 +1178,15 @@ async def test_room_broadcast_during_fragmented_send(compression: bool) -> None:
     received: list[str | bytes] = []
     async with running_server(handler, options=options) as server:
         async with trio_ws.open_websocket(HOST, server.port, "/", options=options) as ws:
-            with trio.move_on_after(2):
-                while len(received) < 2:
+
+            async def receive_all() -> None:
+                while True:
                     received.append(await ws.receive())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive_all)
+                await wait_stalled()  # everything sent has arrived
+                nursery.cancel_scope.cancel()
     assert errors == []
     assert sorted(received) == ["BROADCAST", "part1-part2"]
 
@@ -1215,6 +1223,7 @@ async def test_whole_send_waiting_for_room_meets_a_fragmented_send() -> None:
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.start_soon(fragmented)
                 await trio.testing.wait_all_tasks_blocked()
+                # All 41 messages, unless a send failed (then the check below says which).
                 with trio.move_on_after(3):
                     for _ in range(41):
                         await client_ws.receive()
