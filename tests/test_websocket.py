@@ -705,7 +705,8 @@ async def test_backpressure_blocks_sender_and_bounds_queue() -> None:
                 conn = server_side[0]
                 assert not stopped.is_set(), "the sender should be blocked, not finished"
                 # The server read only up to max_queue messages; the rest sits in buffers.
-                assert 1 <= len(conn._messages) <= MAX_QUEUE
+                await wait_until(lambda: conn._messages, "the server queued what it read")
+                assert len(conn._messages) <= MAX_QUEUE
                 # Bounded by max_queue + write_queue + socket buffers, not unbounded.
                 assert sent[0] < SEND_LIMIT
                 # The connection is still healthy: draining unblocks the sender.
@@ -844,7 +845,9 @@ async def test_server_close_completes_while_its_queue_full() -> None:
             async with trio_ws.open_websocket(HOST, server.port, options=options) as ws:
                 async with trio.open_nursery() as nursery:
                     _, stopped = await _fill_until_stuck(ws, nursery)
-                    assert 1 <= len(server_side[0]._messages) <= MAX_QUEUE
+                    conn = server_side[0]
+                    await wait_until(lambda: conn._messages, "the server queued what it read")
+                    assert len(conn._messages) <= MAX_QUEUE
                     release.set()
                     with trio.fail_after(3):
                         await stopped.wait()
