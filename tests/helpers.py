@@ -1,8 +1,13 @@
-"""Shared helpers of the integration and interop tests: servers on loopback and a raw client.
+"""What several test files share; each test file is named after the module it tests.
 
-The raw client speaks bytes over a plain Trio TCP stream, so that tests can send what a
-well-behaved client never would (unmasked frames, bad UTF-8, oversized headers, broken
-handshakes) and read exactly what the server answers.
+Servers on 127.0.0.1 (``running_server``, ``serving`` with short timeouts), the byte-level
+peer ``RawPeer`` that sends what a well-behaved peer never would (unmasked frames, bad UTF-8,
+broken handshakes) and reads exactly what comes back, the sans-I/O request builders, in-memory
+handshakes, the ``serve`` CLI and worker processes, broadcast rooms, raw HTTP.
+
+Waiting: ``wait_until(condition)`` polls a state the test cannot be told about, bounded;
+``wait_stalled()`` returns once no task has anything left to do. Neither sleeps a fixed time
+in the hope that something happened.
 """
 
 from __future__ import annotations
@@ -601,3 +606,22 @@ async def assert_served(port: int, **kwargs: Any) -> None:
             assert await ws.receive() == "still serving? é"
             await ws.send(b"\x00\x01binary")
             assert await ws.receive() == b"\x00\x01binary"
+
+
+# Raw HTTP --------------------------------------------------------------------------------------
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read until the server closes; the whole response."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        await stream.send_all(request)
+        response = b""
+        while chunk := await stream.receive_some(65536):
+            response += chunk
+    return response
+
+
+def status_of(response: bytes) -> int:
+    """The status code of a raw HTTP response."""
+    return int(response.split(b" ", 2)[1])
