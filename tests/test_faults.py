@@ -88,7 +88,7 @@ async def no_leaks(settle: float = 5.0) -> AsyncIterator[None]:
     yield
     with trio.move_on_after(settle):
         while open_fds() > fds or all_tasks() - tasks:
-            await trio.sleep(0.02)
+            await trio.sleep(0.02)  # polls until they are gone (settle bound)
     leftover = all_tasks() - tasks
     assert not leftover, f"tasks left behind: {sorted(t.name for t in leftover)}"
     after = open_fds()

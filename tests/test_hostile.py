@@ -678,7 +678,7 @@ async def test_memory_of_a_server_process_under_hostile_inputs() -> None:
                 # What the input cost is given back: wait for it rather than for a fixed time.
                 with trio.move_on_after(5):
                     while rss() - before >= limit_kib:
-                        await trio.sleep(0.05)
+                        await trio.sleep(0.05)  # polls (5 s bound)
                 after = rss()
                 if peak_known:
                     peaks.append(_status_kib(pid, "VmHWM"))

@@ -102,7 +102,7 @@ class RedisServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # polls until PING answers (deadline above)
 
     def _pong(self) -> bool:
         try:
