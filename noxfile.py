@@ -7,6 +7,7 @@ nox -s autobahn -- --cases '12.*,13.*'
 nox -s autobahn_deflate  # cases 12.* and 13.* (permessage-deflate; slow)
 nox -s autobahn_client   # the trio_ws client against Autobahn's fuzzing server, 1.* to 10.*
 nox -s autobahn_client_deflate  # the client, cases 12.* and 13.* (slow)
+nox -s coverage          # tests under coverage (subprocesses too), then the report
 nox -s tests_all_pythons # tests on 3.10, 3.11, 3.12 and 3.13 (tests_all_pythons-3.12 etc.)
 """
 
@@ -52,6 +53,23 @@ def tests(session: nox.Session) -> None:
     """Run the test suite with the interpreter that runs nox."""
     _install_dev(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """Run the test suite under coverage.py, branch coverage of trio_ws, subprocesses included
+    ([tool.coverage.run] in pyproject.toml); combine the data and print the report, whose last
+    line is the total. Data in build/coverage/ (``coverage html --data-file
+    build/coverage/.coverage`` for pages). Extra arguments go to pytest."""
+    _install_dev(session)
+    data = ROOT / "build" / "coverage"
+    data.mkdir(parents=True, exist_ok=True)
+    # An absolute path, inherited by every measured subprocess, whatever its working directory.
+    session.env["COVERAGE_FILE"] = str(data / ".coverage")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report")
 
 
 @nox.session(python=PYTHONS)

@@ -1,8 +1,13 @@
-"""Shared helpers of the integration and interop tests: servers on loopback and a raw client.
+"""What several test files share; each test file is named after the module it tests.
 
-The raw client speaks bytes over a plain Trio TCP stream, so that tests can send what a
-well-behaved client never would (unmasked frames, bad UTF-8, oversized headers, broken
-handshakes) and read exactly what the server answers.
+Servers on 127.0.0.1 (``running_server``, ``serving`` with short timeouts), the byte-level
+peer ``RawPeer`` that sends what a well-behaved peer never would (unmasked frames, bad UTF-8,
+broken handshakes) and reads exactly what comes back, the sans-I/O request builders, in-memory
+handshakes, the ``serve`` CLI and worker processes, broadcast rooms, raw HTTP.
+
+Waiting: ``wait_until(condition)`` polls a state the test cannot be told about, bounded;
+``wait_stalled()`` returns once no task has anything left to do. Neither sleeps a fixed time
+in the hope that something happened.
 """
 
 from __future__ import annotations
@@ -10,28 +15,67 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 import trustme
 
 import trio_ws
-from trio_ws.protocol._frames import FrameHeader, FrameParser, Opcode, encode_frame
-from trio_ws.protocol._handshake import accept_key
+from trio_ws.protocol._frames import RSV1, FrameHeader, FrameParser, Opcode, encode_frame
+from trio_ws.protocol._handshake import Request, ServerHandshake, accept_key
+from trio_ws.testing import open_memory_pair
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 HOST = "127.0.0.1"
 
+#: The repository (examples/ and the package).
+REPO = Path(__file__).resolve().parent.parent
+
+#: Bound on waiting for a subprocess (Python start-up included).
+PROCESS_TIMEOUT = 20.0
+
 #: Upper bound, in seconds, on every test body (``trio.fail_after``): nothing here may hang.
 TEST_TIMEOUT = 10.0
+
+
+async def wait_until(
+    condition: Callable[[], object], what: str = "the condition", *, timeout: float = TEST_TIMEOUT
+) -> None:
+    """Return as soon as ``condition()`` is true; fail after ``timeout`` seconds.
+
+    This polls for a state the test cannot be told about (a server-side count, a process's
+    memory), every few milliseconds: it waits for that state, however long it takes on a slow
+    machine, instead of sleeping a fixed time in the hope that it was reached.
+    """
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.005)
+        return
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def wait_stalled(cushion: float = 0.1) -> None:
+    """Return once no task of this Trio run has had anything to do for ``cushion`` seconds.
+
+    Then a sender behind a peer that does not read has stopped for good (the kernel's socket
+    buffers are full: nothing will wake it), and whatever a message that was sent could
+    cause has happened. Unlike "no progress for N seconds", this is not fooled by a machine
+    too busy to run this process: I/O that is ready wakes a task and restarts the cushion.
+    """
+    await trio.testing.wait_all_tasks_blocked(cushion)
 
 
 def bounded(
@@ -164,6 +208,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def upgrade_request(
+    *,
+    path: str = "/",
+    method: str = "GET",
+    version: str = "13",
+    extra: str = "",
+    key: str | None = None,
+) -> bytes:
+    """Upgrade request bytes; ``extra`` is inserted as is (header lines ending in CRLF)."""
+    key = key or base64.b64encode(os.urandom(16)).decode("ascii")
+    return (
+        f"{method} {path} HTTP/1.1\r\n"
+        f"Host: {HOST}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\n"
+        f"{extra}"
+        "\r\n"
+    ).encode("latin-1")
+
+
 class RawPeer:
     """A byte-level WebSocket endpoint over a plain TCP stream: a client or, with
     ``server=True``, a server (which expects masked frames and sends unmasked ones).
@@ -184,8 +250,13 @@ class RawPeer:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
+    async def send(self, data: bytes) -> bool:
+        """Send; False if the peer already closed (a refusal may come before the end)."""
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
     async def _fill(self) -> bool:
         """Read more into the buffer; ``False`` at the end of the stream (or a reset)."""
@@ -230,32 +301,15 @@ class RawPeer:
         return status, headers, body
 
     async def handshake(self, path: str = "/", *, extra: str = "") -> dict[str, str]:
-        """Send a valid upgrade request and check the 101; any bytes after it stay buffered."""
+        """Send a valid upgrade request and check the 101; any bytes after it stay buffered.
+        With permessage-deflate negotiated, frames with RSV1 are read (compressed)."""
         key = base64.b64encode(os.urandom(16)).decode("ascii")
-        await self.send(
-            (
-                f"GET {path} HTTP/1.1\r\n"
-                f"Host: {HOST}\r\n"
-                "Upgrade: websocket\r\n"
-                "Connection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n"
-                f"{extra}"
-                "\r\n"
-            ).encode("latin-1")
-        )
-        while b"\r\n\r\n" not in self.buffer:
-            if not await self._fill():
-                raise AssertionError(f"no 101 response: {bytes(self.buffer)!r}")
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].startswith("HTTP/1.1 101"), lines[0]
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        await self.send(upgrade_request(path=path, extra=extra, key=key))
+        status, headers, _ = await self.read_http_response()
+        assert status == 101, status
         assert headers["sec-websocket-accept"] == accept_key(key)
-        self.buffer = bytearray(rest)
+        if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
+            self.parser.allowed_rsv = RSV1
         return headers
 
     async def accept_handshake(self) -> str:
@@ -283,14 +337,22 @@ class RawPeer:
         return text
 
     async def send_frame(
-        self, opcode: int, data: bytes, *, fin: bool = True, masked: bool | None = None
-    ) -> None:
-        """Send one frame; masked by default as a client, unmasked as a server."""
+        self,
+        opcode: int,
+        data: bytes,
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        masked: bool | None = None,
+    ) -> bool:
+        """Send one frame; masked by default as a client, unmasked as a server. False if the
+        peer already closed."""
         if masked is None:
             masked = not self.server
         if opcode == Opcode.CLOSE:
             self.close_sent = True
-        await self.send(encode_frame(opcode, data, fin=fin, mask=os.urandom(4) if masked else None))
+        mask = os.urandom(4) if masked else None
+        return await self.send(encode_frame(opcode, data, fin=fin, rsv=rsv, mask=mask))
 
     async def finish(self) -> None:
         """Complete a closing handshake (echoing the peer's close if we sent none), then
@@ -368,3 +430,198 @@ async def raw_server(script: Callable[[RawPeer], Awaitable[None]]) -> AsyncItera
             yield port
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def echo_handler_loop(ws: trio_ws.WebSocketConnection) -> None:
+    """Echo every message of an accepted connection back until it closes."""
+    async for message in ws:
+        await ws.send(message)
+
+
+async def assert_still_serving(port: int) -> None:
+    """A normal client still gets an echo from the server on ``port``."""
+    async with trio_ws.open_websocket(HOST, port) as ws:
+        await ws.send("alive?")
+        assert await ws.receive() == "alive?"
+
+
+# Opening handshake bytes (sans-I/O tests) -------------------------------------------------
+
+#: The key of RFC 6455 section 1.3's example.
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+BASE_HEADERS = [
+    ("Host", "server.example.com"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", RFC_KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+def make_request(
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    method: str = "GET",
+    target: str = "/chat",
+    version: str = "1.1",
+    drop: tuple[str, ...] = (),
+    replace: dict[str, str] | None = None,
+) -> bytes:
+    """Raw request bytes: the base headers, minus ``drop``, with ``replace`` values."""
+    if headers is None:
+        headers = [(n, (replace or {}).get(n, v)) for n, v in BASE_HEADERS if n.lower() not in drop]
+    head = f"{method} {target} HTTP/{version}\r\n"
+    head += "".join(f"{n}: {v}\r\n" for n, v in headers)
+    return head.encode("latin-1") + b"\r\n"
+
+
+def server_request(data: bytes, **kwargs: int) -> Request:
+    """The request a sans-I/O ServerHandshake reads from ``data`` (which must be complete)."""
+    hs = ServerHandshake(**kwargs)
+    request = hs.receive_data(data)
+    assert request is not None
+    return request
+
+
+# In-memory handshakes (trio_ws.testing) ---------------------------------------------------
+
+
+async def accept_and_report(request: trio_ws.WebSocketRequest, **params: str) -> None:
+    """Accept, then send back a description of the route's parameters."""
+    ws = await request.accept()
+    await ws.send(repr(sorted(params.items())))
+
+
+async def handshake_status(handler: Any, resource: str, **kwargs: Any) -> trio_ws.HandshakeError:
+    """The HandshakeError a client gets from ``handler`` served in memory at ``resource``."""
+    with trio.fail_after(TEST_TIMEOUT), pytest.raises(trio_ws.HandshakeError) as info:
+        async with open_memory_pair(handler, resource, **kwargs):
+            pass
+    return info.value
+
+
+# `python -m trio_ws serve` in a subprocess, worker processes -------------------------------
+
+
+@asynccontextmanager
+async def cli_server(*args: str) -> AsyncIterator[tuple[str, trio.Process, list[str]]]:
+    """``python -m trio_ws serve ARGS``: yields its URL, the process and its first lines."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws", "serve", *args],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        with trio.fail_after(PROCESS_TIMEOUT):
+            buffer = b""
+            while b"\n" not in buffer or (args.count("--workers") and buffer.count(b"\n") < 2):
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, f"the server exited before it was ready: {buffer!r}"
+                buffer += chunk
+        lines = buffer.decode().splitlines()
+        yield lines[0].split()[-1], process, lines
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        await process.stdout.aclose()
+
+
+def worker_pids(line: str) -> list[int]:
+    """The worker pids in the server's second line, "2 workers (pids 1, 2)..."."""
+    match = re.search(r"pids ([\d, ]+)\)", line)
+    assert match, line
+    return [int(pid) for pid in match.group(1).split(", ")]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has stopped running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill()
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# Broadcast rooms --------------------------------------------------------------------------------
+
+
+def relay(room: trio_ws.Room) -> Any:
+    """A handler that joins ``room`` and broadcasts every message it receives to it."""
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        with room.joined(ws):
+            async for message in ws:
+                room.broadcast(message)
+
+    return handler
+
+
+async def wait_members(room: trio_ws.Room, count: int) -> None:
+    """Wait until ``room`` has ``count`` members (the server adds them after the handshake)."""
+    await wait_until(lambda: len(room) >= count, f"{count} members in the room")
+
+
+# Servers with short timeouts (hostile peers, faults) ------------------------------------------
+
+#: The handshake and close timeouts of ``serving()``: a misbehaving peer is dropped quickly.
+SHORT_TIMEOUT = 0.5
+SHORT_OPTIONS = trio_ws.WebSocketOptions(close_timeout=SHORT_TIMEOUT)
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[trio_ws.WebSocketRequest], Awaitable[None]] = echo_handler, **kwargs: Any
+) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """A trio_ws server on 127.0.0.1 and a free port; ``aclose()``d at the end of the block."""
+    kwargs.setdefault("handshake_timeout", SHORT_TIMEOUT)
+    kwargs.setdefault("options", SHORT_OPTIONS)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_ws.serve_websocket, handler, HOST, 0, **kwargs)
+        )
+        try:
+            yield server
+        finally:
+            with trio.fail_after(SHORT_TIMEOUT + 3):
+                await server.aclose()
+    # Leaving the nursery means every task of the server is gone.
+
+
+async def assert_served(port: int, **kwargs: Any) -> None:
+    """A normal trio_ws client gets its text and binary messages echoed."""
+    kwargs.setdefault("options", SHORT_OPTIONS)
+    with trio.fail_after(5):
+        async with trio_ws.open_websocket(HOST, port, "/", **kwargs) as ws:
+            await ws.send("still serving? é")
+            assert await ws.receive() == "still serving? é"
+            await ws.send(b"\x00\x01binary")
+            assert await ws.receive() == b"\x00\x01binary"
+
+
+# Raw HTTP --------------------------------------------------------------------------------------
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read until the server closes; the whole response."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        await stream.send_all(request)
+        response = b""
+        while chunk := await stream.receive_some(65536):
+            response += chunk
+    return response
+
+
+def status_of(response: bytes) -> int:
+    """The status code of a raw HTTP response."""
+    return int(response.split(b" ", 2)[1])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import wait_members, wait_until
 
 import trio_ws
 import trio_ws._trio._outbox
@@ -44,11 +45,6 @@ async def room_server(
         )
         yield server, joined
         nursery.cancel_scope.cancel()
-
-
-async def wait_members(room: trio_ws.Room, count: int) -> None:
-    while len(room) < count:
-        await trio.sleep(0.01)
 
 
 async def stalled_client(port: int) -> trio.SocketStream:
@@ -88,8 +84,7 @@ async def test_members_leave_when_their_connection_closes() -> None:
         async with room_server(room) as (server, _):
             async with trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS):
                 await wait_members(room, 1)
-            while len(room):
-                await trio.sleep(0.01)
+            await wait_until(lambda: not len(room), "the member left")
             assert room.broadcast("nobody") == 0
 
 

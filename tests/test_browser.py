@@ -140,7 +140,7 @@ class ChatServer:
             if time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"server not answering GET / within {STARTUP_TIMEOUT} s:\n{self.log()}")
-            time.sleep(0.05)
+            time.sleep(0.05)  # polls until GET / answers (deadline above)
 
     def stop(self) -> None:
         """Kill the server (SIGKILL: no close handshake, like a crash) and reap it."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import signal
 import socket
 import subprocess
@@ -76,15 +75,6 @@ async def server(
         nursery.cancel_scope.cancel()
 
 
-async def settle() -> None:
-    """Let the client's reader start before the server's first message.
-
-    connect_websocket() drops messages that arrive in the same read as the 101 response
-    (reported bug); the pause keeps these tests about the CLI, not that race.
-    """
-    await trio.sleep(0.2)
-
-
 async def echo(request: trio_ws.WebSocketRequest) -> None:
     ws = await request.accept()
     async for message in ws:
@@ -117,7 +107,6 @@ async def test_client_options_reach_the_server() -> None:
         seen["x-api-key"] = request.headers.get("x-api-key")
         seen["extensions"] = request.headers.get("sec-websocket-extensions")
         ws = await request.accept(subprotocol="b")
-        await settle()
         await ws.send("binary next")
         await ws.send(b"\x00\x01")
 
@@ -152,7 +141,6 @@ async def test_client_offers_compression_by_default() -> None:
 async def test_client_exits_when_the_server_closes() -> None:
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         ws = await request.accept()
-        await settle()
         await ws.send("bye")
         await ws.aclose(1000)
 
@@ -206,30 +194,21 @@ async def test_client_usage_errors(args: list[str], message: str) -> None:
 
 
 async def test_client_against_the_echo_example() -> None:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port = sock.getsockname()[1]
     example = [sys.executable, str(ROOT / "examples" / "echo_server.py")]
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [*example, "--host", HOST, "--port", str(port)],
-                stdout=subprocess.DEVNULL,
-                check=False,
-            )
-        )
-        try:
-            with trio.fail_after(TIMEOUT):
-                while True:  # wait until it listens
-                    try:
-                        await (await trio.open_tcp_stream(HOST, port)).aclose()
-                        break
-                    except OSError:
-                        await trio.sleep(0.05)
-            code, out, _ = await run_cli([f"ws://{HOST}:{port}/"], b"hello\n")
-        finally:
-            process.terminate()
+    process = await trio.lowlevel.open_process(
+        [*example, "--host", HOST, "--port", "0"], stdout=subprocess.PIPE
+    )
+    try:
+        with trio.fail_after(TIMEOUT):
+            # "echo server on ws://HOST:PORT/": printed once it listens.
+            url = (await first_line(process, "the example")).decode().split()[-1]
+        code, out, _ = await run_cli([url], b"hello\n")
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+        assert process.stdout is not None
+        await process.stdout.aclose()
     assert (code, out) == (0, "< hello\n")
 
 
@@ -426,3 +405,18 @@ async def test_serve_wss_with_a_certificate(tmp_path: Path) -> None:
             with trio.CancelScope(shield=True):
                 await process.wait()
         await process.stdout.aclose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--echo", "--redis", "redis://127.0.0.1:1"], "--redis needs --broadcast"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+async def test_serve_usage_errors(args: list[str], message: str) -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "trio_ws", "serve", *args], capture_stderr=True, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr.decode()

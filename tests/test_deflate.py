@@ -40,8 +40,6 @@ from trio_ws.protocol._errors import HandshakeError, ProtocolError
 from trio_ws.protocol._extensions import (
     Extension,
     ExtensionParams,
-    negotiate_client,
-    negotiate_server,
     parse_extension,
 )
 from trio_ws.protocol._frames import RSV1, FrameHeader, FrameParser, Opcode, encode_frame, new_mask
@@ -379,25 +377,6 @@ def test_server_first_acceptable_offer_wins() -> None:
     assert PerMessageDeflate().negotiate([]) is None
 
 
-def test_negotiate_server_with_other_extensions() -> None:
-    header, accepted = negotiate_server(
-        [
-            "x-other; a=1",
-            "permessage-deflate; x_unknown",
-            "permessage-deflate;;",  # malformed: declined by parse_extension
-            "permessage-deflate; client_max_window_bits",
-        ],
-        [PerMessageDeflate().server_factory()],
-    )
-    assert header == f"{NAME}; server_max_window_bits=12; client_max_window_bits=12"
-    assert len(accepted) == 1 and isinstance(accepted[0], DeflateExtension)
-
-    header, accepted = negotiate_server(
-        ["permessage-deflate; server_max_window_bits=99"], [PerMessageDeflate()]
-    )
-    assert (header, accepted) == (None, [])
-
-
 # Client validation of the response -----------------------------------------------------------
 
 
@@ -488,19 +467,6 @@ def test_client_accepts(
 def test_client_rejects(settings: PerMessageDeflate, response: str) -> None:
     with pytest.raises(HandshakeError):
         settings.accept(params(response))
-
-
-def test_negotiate_client_refuses_what_was_not_offered() -> None:
-    factories = [PerMessageDeflate().client_factory()]
-    (extension,) = negotiate_client(["permessage-deflate; server_max_window_bits=10"], factories)
-    assert isinstance(extension, DeflateExtension) and extension.receive_window_bits == 10
-    assert negotiate_client([], factories) == []
-    with pytest.raises(HandshakeError, match="not offered"):
-        negotiate_client(["x-webkit-deflate-frame"], factories)
-    with pytest.raises(HandshakeError, match="twice"):
-        negotiate_client(["permessage-deflate", "permessage-deflate"], factories)
-    with pytest.raises(HandshakeError, match="not offered"):
-        negotiate_client(["permessage-deflate"], [])
 
 
 @attrs.frozen

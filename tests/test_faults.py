@@ -20,15 +20,16 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_hostile import (
+from helpers import (
     HOST,
-    RawWS,
+    RawPeer,
     assert_served,
     bounded,
-    echo,
+    echo_handler,
     serving,
     upgrade_request,
-    wait_for,
+    wait_stalled,
+    wait_until,
 )
 
 import trio_ws
@@ -37,6 +38,9 @@ from trio_ws.protocol._frames import Opcode
 TEST_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 0.5
 MiB = 1024 * 1024
+#: 64 KiB chunks a flooding handler sends at most: 64 MiB, far more than the write queue and
+#: the socket buffers hold, so that reaching it means send() never pushed back.
+FLOOD_LIMIT = 1024
 
 #: Clients in this process: no keepalive, no compression, quick to close.
 CLIENT = trio_ws.WebSocketOptions(close_timeout=CLOSE_TIMEOUT, ping_interval=None, compression=None)
@@ -75,15 +79,16 @@ def all_tasks() -> set[trio.lowlevel.Task]:
 
 
 @asynccontextmanager
-async def no_leaks(settle: float = 1.0) -> AsyncIterator[None]:
-    """No task and no file descriptor left behind by the block (after a short settle)."""
+async def no_leaks(settle: float = 5.0) -> AsyncIterator[None]:
+    """No task and no file descriptor left behind by the block: polls until there are none,
+    for at most ``settle`` seconds (closing sockets and ending tasks takes a few steps)."""
     fds = open_fds()
     targets = fd_targets()
     tasks = all_tasks()
     yield
     with trio.move_on_after(settle):
         while open_fds() > fds or all_tasks() - tasks:
-            await trio.sleep(0.02)
+            await trio.sleep(0.02)  # polls until they are gone (settle bound)
     leftover = all_tasks() - tasks
     assert not leftover, f"tasks left behind: {sorted(t.name for t in leftover)}"
     after = open_fds()
@@ -111,7 +116,7 @@ async def test_handler_raising_closes_1011_others_unaffected(
 ) -> None:
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         if request.path != "/boom":
-            await echo(request)
+            await echo_handler(request)
             return
         ws = await request.accept()
         await ws.receive()
@@ -158,11 +163,11 @@ async def test_peer_that_stops_reading(how: str) -> None:
 
     async def flood(request: trio_ws.WebSocketRequest) -> None:
         if request.path != "/flood":
-            await echo(request)
+            await echo_handler(request)
             return
         ws = await request.accept()
         try:
-            while True:
+            while sent[0] < FLOOD_LIMIT:
                 await ws.send(chunk)
                 sent[0] += 1
         finally:
@@ -172,17 +177,12 @@ async def test_peer_that_stops_reading(how: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks(), serving(flood, options=options) as server:
             rss_before = vm_rss_kib()
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake("/flood")  # and never read again
-            # Wait until send() stalls: no progress for 0.3 s.
-            last = -1
-            while sent[0] != last:
-                last = sent[0]
-                await trio.sleep(0.3)
+            await wait_stalled()  # send() is stuck, or the handler sent FLOOD_LIMIT chunks
             assert sent[0] > 0
             stalled = sent[0]
-            await trio.sleep(0.3)
-            assert sent[0] == stalled, "send() kept going although the peer reads nothing"
+            assert not handler_done.is_set(), "send() kept going although the peer reads nothing"
             # What left the handler is in the write queue or in the kernel's socket buffers.
             assert stalled * len(chunk) < 64 * MiB, f"{stalled} x 64 KiB accepted by send()"
             assert vm_rss_kib() - rss_before < 50 * 1024
@@ -191,7 +191,7 @@ async def test_peer_that_stops_reading(how: str) -> None:
                 (conn,) = server.connections
                 await conn.aclose(1001)
                 assert conn.closed
-                await wait_for(handler_done.is_set, 1, "the handler ends")
+                await handler_done.wait()
                 # The server goes on: a stuck peer costs one connection, not the service.
                 await assert_served(server.port)
                 await raw.aclose()
@@ -200,7 +200,8 @@ async def test_peer_that_stops_reading(how: str) -> None:
                 await raw.aclose()
             elapsed = trio.current_time() - started
             assert handler_done.is_set()
-            assert elapsed < CLOSE_TIMEOUT + 1.0, f"closing took {elapsed:.2f} s"
+            # close_timeout, not forever (the test's bound); slack for a busy machine.
+            assert elapsed < CLOSE_TIMEOUT + 3.0, f"closing took {elapsed:.2f} s"
 
 
 # Floods ---------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ async def test_flood_of_2000_tcp_connections() -> None:
     count = 2000
     raise_fd_limit(2 * count + 200)  # both ends are in this process
     with trio.fail_after(TEST_TIMEOUT):
-        async with no_leaks(settle=2.0), serving() as server:
+        async with no_leaks(), serving() as server:
             streams: list[trio.SocketStream] = []
             request = upgrade_request()
             try:
@@ -225,7 +226,7 @@ async def test_flood_of_2000_tcp_connections() -> None:
                         await stream.send_all(b"\x16\x03\x01\x02\x00garbage")
                 started = trio.current_time()
                 await assert_served(server.port)
-                assert trio.current_time() - started < 2.0
+                assert trio.current_time() - started < 5.0  # not starved (slack: busy machine)
             finally:
                 for stream in streams:
                     await trio.aclose_forcefully(stream)
@@ -248,7 +249,7 @@ async def test_shutdown_with_500_connected_clients() -> None:
                 codes.append(exc.code)
 
     with trio.fail_after(TEST_TIMEOUT):
-        async with no_leaks(settle=2.0), trio.open_nursery() as clients:
+        async with no_leaks(), trio.open_nursery() as clients:
             async with serving() as server:
                 limit = trio.CapacityLimiter(50)  # do not overflow the listen backlog
 
@@ -261,15 +262,14 @@ async def test_shutdown_with_500_connected_clients() -> None:
                     clients.start_soon(limited, server.port)
                 # The server counts a connection when it accepts; the client once it has read
                 # the 101: wait for both sides.
-                await wait_for(
+                await wait_until(
                     lambda: len(server.connections) == count and connected[0] == count,
-                    10,
                     "500 connections",
                 )
                 started = trio.current_time()
                 await server.aclose()
                 elapsed = trio.current_time() - started
-            assert elapsed < CLOSE_TIMEOUT + 1.0, f"shutdown took {elapsed:.2f} s"
+            assert elapsed < CLOSE_TIMEOUT + 3.0, f"shutdown took {elapsed:.2f} s"
         # The clients' nursery has exited: every client saw its close.
         assert len(codes) == count
         assert set(codes) == {1001}
@@ -285,7 +285,7 @@ async def test_keepalive_closes_peer_that_never_answers_pings() -> None:
     )
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks(), serving(options=options) as server:
-            raw = await RawWS.connect(server.port)
+            raw = await RawPeer.connect(server.port)
             await raw.handshake()
             started = trio.current_time()
             pings = 0
@@ -301,16 +301,17 @@ async def test_keepalive_closes_peer_that_never_answers_pings() -> None:
             elapsed = trio.current_time() - started
             assert int.from_bytes(data[:2], "big") == 1011
             assert pings == 1
-            assert 0.35 <= elapsed < 0.2 + 0.2 + 0.5, f"closed after {elapsed:.2f} s"
+            # ping_interval + ping_timeout (0.4 s), never sooner; slack for a busy machine.
+            assert 0.35 <= elapsed < 0.4 + 2.0, f"closed after {elapsed:.2f} s"
             # No close reply from us: the server gives up after close_timeout.
             await raw.read_until_eof()
-            assert trio.current_time() - started < 0.4 + CLOSE_TIMEOUT + 0.5
+            assert trio.current_time() - started < 0.4 + CLOSE_TIMEOUT + 2.0
             await raw.aclose()
-            await wait_for(lambda: not server.connections, 1, "the connection is forgotten")
+            await wait_until(lambda: not server.connections, "the connection is forgotten")
 
             # A peer that answers (any trio_ws client does) stays connected.
             async with trio_ws.open_websocket(HOST, server.port, "/", options=CLIENT) as ws:
-                await trio.sleep(1.0)
+                await trio.sleep(1.0)  # the behaviour under test: five ping intervals pass
                 await ws.send("still open")
                 assert await ws.receive() == "still open"
 
@@ -328,7 +329,7 @@ async def test_listener_closed_after_shutdown(how: str, traffic: str) -> None:
     async def handler(request: trio_ws.WebSocketRequest) -> None:
         if request.path == "/fail":
             raise RuntimeError("handler failure")
-        await echo(request)
+        await echo_handler(request)
 
     with trio.fail_after(TEST_TIMEOUT):
         async with no_leaks():
@@ -368,7 +369,7 @@ async def test_close_right_after_the_handshake_is_answered() -> None:
         async with serving() as server:
 
             async def one() -> None:
-                raw = await RawWS.connect(server.port)
+                raw = await RawPeer.connect(server.port)
                 await raw.handshake()
                 await raw.send_frame(Opcode.CLOSE, struct.pack("!H", 1000))
                 assert await raw.read_close() == (1000, "")

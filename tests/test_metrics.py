@@ -1,12 +1,9 @@
-"""Metrics: the counters equal what the clients did; the Prometheus export and /metrics page."""
+"""Metrics (trio_ws/protocol/_metrics.py): the counters equal what the clients did, on
+servers, rooms and backplanes. Their Prometheus export is in test_prometheus.py."""
 
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,15 +11,13 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import first_line
+from helpers import http_exchange, status_of
 
 import trio_ws
 from trio_ws.protocol._connection import Connection, Role
 from trio_ws.protocol._frames import Opcode, encode_frame
 from trio_ws.protocol._handshake import ClientHandshake
 from trio_ws.testing import open_memory_server
-
-prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -42,21 +37,6 @@ async def tcp_server(
         )
         yield server
         nursery.cancel_scope.cancel()
-
-
-async def http_exchange(port: int, request: bytes) -> bytes:
-    """Send ``request`` and read until the server closes; the whole response."""
-    stream = await trio.open_tcp_stream(HOST, port)
-    async with stream:
-        await stream.send_all(request)
-        response = b""
-        while chunk := await stream.receive_some(65536):
-            response += chunk
-    return response
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 async def echo_or_close(request: trio_ws.WebSocketRequest) -> None:
@@ -301,89 +281,3 @@ def test_backplane_reconnects_and_gaps_are_read_from_the_backplane() -> None:
     assert snapshot["backplane_missed"] == 5
     assert snapshot["backplane_dropped"] == 3
     assert snapshot["backplane_connected"] == 0
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``{(name, sorted labels): value}`` of a Prometheus text page, parsed by
-    prometheus_client's own parser."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in prometheus_parser.text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def test_the_prometheus_text_has_every_counter() -> None:
-    metrics = trio_ws.Metrics()
-    metrics.count_handshake(101)
-    metrics.count_handshake(403)
-    metrics.count_open()
-    metrics.messages_sent, metrics.bytes_sent = 7, 700
-    metrics.deflate_raw_bytes_sent, metrics.deflate_bytes_sent = 600, 100
-    metrics.count_close("remote", 1001)
-    metrics.room_dropped = 4
-    body, content_type = trio_ws.metrics_to_prometheus(metrics, namespace="chat")
-    assert content_type.startswith("text/plain; version=0.0.4")
-    got = samples(body.decode())
-    assert got[("chat_connections_open", ())] == 0
-    assert got[("chat_connections_total", ())] == 1
-    assert got[("chat_handshakes_total", (("status", "101"),))] == 1
-    assert got[("chat_handshakes_total", (("status", "403"),))] == 1
-    assert got[("chat_messages_total", (("direction", "sent"),))] == 7
-    assert got[("chat_messages_total", (("direction", "received"),))] == 0
-    assert got[("chat_payload_bytes_total", (("direction", "sent"),))] == 700
-    assert got[("chat_deflate_raw_bytes_total", (("direction", "sent"),))] == 600
-    assert got[("chat_deflate_bytes_total", (("direction", "sent"),))] == 100
-    assert got[("chat_closes_total", (("code", "1001"), ("side", "remote")))] == 1
-    assert got[("chat_room_dropped_total", ())] == 4
-    assert got[("chat_backplane_reconnects_total", ())] == 0
-
-
-async def test_the_broadcast_example_serves_metrics() -> None:
-    """``examples/broadcast_server.py``: /metrics over 127.0.0.1 reports what clients did."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(ROOT / "examples" / "broadcast_server.py"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    try:
-        with trio.fail_after(TIMEOUT):
-            line = await first_line(process, "the example")
-            port = int(re.search(rb":(\d+)/", line).group(1))  # type: ignore[union-attr]
-            url = f"ws://{HOST}:{port}/ws"
-            async with (
-                trio_ws.open_websocket_url(url) as a,
-                trio_ws.open_websocket_url(url) as b,
-            ):
-                await a.ping()  # each has joined the room once its ping is answered
-                await b.ping()
-                for i in range(3):
-                    await a.send(f"message {i}")  # 9 bytes, to both members
-                    for ws in (a, b):
-                        assert await ws.receive() == f"message {i}"
-                missing = await http_exchange(port, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-                assert status_of(missing) == 404
-                response = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n")
-            head, _, body = response.partition(b"\r\n\r\n")
-            assert status_of(response) == 200
-            assert b"text/plain; version=0.0.4" in head
-            got = samples(body.decode())
-            assert got[("trio_ws_connections_open", ())] == 2
-            assert got[("trio_ws_connections_total", ())] == 2
-            assert got[("trio_ws_handshakes_total", (("status", "101"),))] == 2
-            assert got[("trio_ws_handshakes_total", (("status", "404"),))] == 1
-            assert got[("trio_ws_messages_total", (("direction", "received"),))] == 3
-            assert got[("trio_ws_messages_total", (("direction", "sent"),))] == 6
-            assert got[("trio_ws_payload_bytes_total", (("direction", "received"),))] == 27
-            assert got[("trio_ws_payload_bytes_total", (("direction", "sent"),))] == 54
-            assert got[("trio_ws_room_dropped_total", ())] == 0
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-        await process.stdout.aclose()

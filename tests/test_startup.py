@@ -153,7 +153,7 @@ async def test_readme_first_example_serves_and_stops_quietly_on_ctrl_c(tmp_path:
                     await (await trio.open_tcp_stream(HOST, port)).aclose()
                     break
                 except OSError:
-                    await trio.sleep(0.05)
+                    await trio.sleep(0.05)  # polls until it listens (fail_after bound)
             async with trio_ws.open_websocket_url(f"ws://{HOST}:{port}/echo") as ws:
                 await ws.send("hello")
                 assert await ws.receive() == "hello"

@@ -174,7 +174,7 @@ async def test_exit_waits_for_the_handler() -> None:
         ws = await request.accept()
         async for _ in ws:
             pass
-        await trio.sleep(0.01)  # cleanup after the close
+        await trio.sleep(0.01)  # the behaviour under test: cleanup that takes a while
         finished.append(True)
 
     with trio.fail_after(TIMEOUT):
