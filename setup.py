@@ -3,5 +3,7 @@
 from setuptools import Extension, setup
 
 setup(
-    ext_modules=[Extension("trio_ws.protocol._speedups", ["trio_ws/protocol/_speedups.c"], optional=True)],
+    ext_modules=[
+        Extension("trio_ws.protocol._speedups", ["trio_ws/protocol/_speedups.c"], optional=True)
+    ],
 )
