@@ -5,6 +5,8 @@ nox -s tests -- -k close # extra arguments go to pytest
 nox -s autobahn          # Autobahn|Testsuite cases 1.* to 10.* against examples/echo_server.py
 nox -s autobahn -- --cases '12.*,13.*'
 nox -s autobahn_deflate  # cases 12.* and 13.* (permessage-deflate; slow)
+nox -s autobahn_asyncio  # 1.* to 10.* against examples/asyncio_echo_server.py (trio_ws.protocol)
+nox -s autobahn_asyncio_deflate  # the same server with --deflate, cases 12.* and 13.* (slow)
 nox -s autobahn_client   # the trio_ws client against Autobahn's fuzzing server, 1.* to 10.*
 nox -s autobahn_client_deflate  # the client, cases 12.* and 13.* (slow)
 nox -s coverage          # tests under coverage (subprocesses too), then the report
@@ -123,6 +125,51 @@ def autobahn_deflate(session: nox.Session) -> None:
         "12.*,13.*",
         "--outdir",
         "build/autobahn-deflate",
+        "--timeout",
+        "5400",
+    )
+
+
+# The asyncio server built only on the sans-I/O core: the proof that trio_ws.protocol is enough
+# to drive the protocol from another framework. run.py fails on any verdict but OK and
+# INFORMATIONAL (NON-STRICT included).
+ASYNCIO_SERVER = "{python} examples/asyncio_echo_server.py"
+
+
+@nox.session
+def autobahn_asyncio(session: nox.Session) -> None:
+    """Autobahn|Testsuite fuzzing client against examples/asyncio_echo_server.py (asyncio on
+    trio_ws.protocol), cases 1.* to 10.*."""
+    _autobahn(
+        session,
+        "run.py",
+        "--cases",
+        AUTOBAHN_DEFAULT_CASES,
+        "--server-cmd",
+        ASYNCIO_SERVER,
+        "--outdir",
+        "build/autobahn-asyncio",
+        "--agent",
+        "trio_ws.protocol+asyncio",
+        "--timeout",
+        "1200",
+    )
+
+
+@nox.session
+def autobahn_asyncio_deflate(session: nox.Session) -> None:
+    """The asyncio server with --deflate, permessage-deflate cases (12.*, 13.*); 10+ minutes."""
+    _autobahn(
+        session,
+        "run.py",
+        "--cases",
+        "12.*,13.*",
+        "--server-cmd",
+        ASYNCIO_SERVER + " --deflate",
+        "--outdir",
+        "build/autobahn-asyncio-deflate",
+        "--agent",
+        "trio_ws.protocol+asyncio",
         "--timeout",
         "5400",
     )

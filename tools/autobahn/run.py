@@ -18,6 +18,7 @@ Examples::
     python tools/autobahn/run.py --cases '12.*,13.*' --timeout 5400
     python tools/autobahn/run.py --cases '9.*' --exclude '9.7.*,9.8.*'
     python tools/autobahn/run.py --server-cmd 'python my_server.py --port {port}'
+    python tools/autobahn/run.py --server-cmd '{python} examples/asyncio_echo_server.py'
     python tools/autobahn/run.py --url ws://127.0.0.1:9001   # a server that is already running
     python tools/autobahn/run.py --summary-only              # re-read an existing report
 """
@@ -88,9 +89,11 @@ def tail(path: Path, lines: int = 30) -> str:
 def server_command(template: str | None, host: str, port: int) -> list[str]:
     if template is None:
         return [sys.executable, "examples/echo_server.py", "--host", host, "--port", str(port)]
+    # {python}: the interpreter running this script (as the default command uses).
+    cmd = [sys.executable if arg == "{python}" else arg for arg in shlex.split(template)]
     if "{port}" in template:
-        return shlex.split(template.replace("{host}", host).replace("{port}", str(port)))
-    return [*shlex.split(template), "--host", host, "--port", str(port)]
+        return [arg.replace("{host}", host).replace("{port}", str(port)) for arg in cmd]
+    return [*cmd, "--host", host, "--port", str(port)]
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], name: str) -> None:
@@ -316,7 +319,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--server-cmd",
         help="command that starts the echo server; '{host}' and '{port}' are substituted if"
-        " present, else '--host HOST --port PORT' is appended"
+        " present, else '--host HOST --port PORT' is appended; a '{python}' word is this"
+        " python"
         " (default: this python running examples/echo_server.py)",
     )
     parser.add_argument(
