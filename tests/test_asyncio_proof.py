@@ -112,10 +112,6 @@ def test_the_example_imports_only_trio_ws_protocol() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="packaging: `import trio_ws.protocol` runs trio_ws/__init__.py, which imports trio",
-)
 def test_importing_the_protocol_does_not_import_trio() -> None:
     code = "import sys, trio_ws.protocol; sys.exit('trio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
