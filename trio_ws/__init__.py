@@ -14,7 +14,10 @@ from ._features._auth import (
     require,
 )
 from ._features._backplane import LocalBackplane
-from ._features._broadcast import Backplane, Room, SlowPolicy
+from ._features._broadcast import Backplane, Recovery, Room, SlowPolicy
+from ._features._envelope import json_envelope
+from ._features._history import Entry, History, MemoryHistory, Position
+from ._features._presence import MemoryPresence, Presence, PresenceEvent
 from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
 from ._features._redis import RedisBackplane
 from ._features._router import HTTPResult, Router
@@ -45,17 +48,25 @@ __all__ = [
     "Backplane",
     "ConnectionClosed",
     "ConnectionState",
+    "Entry",
     "HTTPResult",
     "HandshakeError",
     "Headers",
+    "History",
     "LocalBackplane",
     "LocalProtocolError",
+    "MemoryHistory",
+    "MemoryPresence",
     "Metrics",
     "PerMessageDeflate",
+    "Position",
+    "Presence",
+    "PresenceEvent",
     "PrometheusCollector",
     "ProtocolError",
     "Reconnect",
     "ReconnectAttempt",
+    "Recovery",
     "RedirectError",
     "RedisBackplane",
     "Request",
@@ -75,6 +86,7 @@ __all__ = [
     "connect_websocket",
     "find_token",
     "is_retryable",
+    "json_envelope",
     "metrics_to_prometheus",
     "open_unix_listener",
     "open_websocket",
