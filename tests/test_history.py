@@ -375,3 +375,59 @@ async def test_joining_twice_is_refused() -> None:
                 assert recovery == trio_ws.Recovery(False, 0, room.position())
                 with pytest.raises(ValueError, match="member of the room already"):
                     await room.join(member, since=room.position())
+
+
+class SharedHistory(SlowHistory):
+    """A history that, as a store shared by processes would, gives offsets itself and
+    delivers each message back to the room later (``Room.deliver_entry``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[trio_ws.Entry] = []
+        self.answer.set()
+
+    def append(self, message: str | bytes) -> trio_ws.Entry | None:
+        self.published.append(self.inner.append(message))
+        return None
+
+
+async def test_a_store_may_deliver_entries_itself() -> None:
+    history = SharedHistory()
+    room = trio_ws.Room(history=history, envelope=trio_ws.json_envelope)
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(trio_ws.Position(history.epoch, 0))) as ws:
+                await wait_recoveries(recoveries, 1)
+                assert room.broadcast("later") == 0  # not delivered yet: the store will
+                (entry,) = history.published
+                assert room.deliver_entry(entry) == 1
+                assert unwrap(await ws.receive()) == (1, "later")
+
+
+async def test_a_member_cancelled_during_its_replay_leaves() -> None:
+    history = SlowHistory()
+    room = trio_ws.Room(history=history)
+    room.broadcast("missed")
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        scope = trio.CancelScope()
+
+        async def cancel_when_asked() -> None:
+            await history.asked.wait()
+            assert ws in room  # a member (held) while the history is read
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_when_asked)
+            with scope:
+                await room.join(ws, since=trio_ws.Position(history.epoch, 0))
+        assert scope.cancelled_caught
+        assert ws not in room
+        await ws.send("left")
+
+    with trio.fail_after(10):
+        async with open_memory_server(handler, options=NO_PINGS) as server:
+            async with server.connect("/") as ws:
+                assert await ws.receive() == "left"
+                assert len(room) == 0 and not room._replaying

@@ -161,7 +161,8 @@ class Room:
         self._members[ws] = _Member(ws.on_close(functools.partial(self._closed, ws)), identity)
         if identity is not None:
             count = self.presence_store.add(identity)
-            self._notify(PresenceEvent(identity, True, count, ws))
+            if count is not None:
+                self._notify(PresenceEvent(identity, True, count, ws))
 
     def discard(self, ws: WebSocketConnection) -> None:
         """Remove a member, if it is one; nothing of its membership stays behind."""
@@ -179,7 +180,8 @@ class Room:
         self._replaying.pop(ws, None)
         if member.identity is not None:
             count = self.presence_store.remove(member.identity)
-            self._notify(PresenceEvent(member.identity, False, count, ws))
+            if count is not None:
+                self._notify(PresenceEvent(member.identity, False, count, ws))
 
     @contextmanager
     def joined(self, ws: WebSocketConnection, *, identity: str | None = None) -> Iterator[Room]:
@@ -209,10 +211,11 @@ class Room:
         """
         if ws in self._members:
             raise ValueError("this connection is a member of the room already")
+        await trio.lowlevel.checkpoint_if_cancelled()
         history = self.history
         if since is None or history is None or ws.closed:
             self.add(ws, identity=identity)
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a member now: no way back
             return Recovery(False, 0, None if history is None else history.position())
         # Live messages are held from now on, while the history is read and replayed.
         pending: _Pending = collections.deque()
@@ -232,6 +235,7 @@ class Room:
         finally:
             if self._replaying.get(ws) is pending:
                 self.discard(ws)  # cancelled or failed halfway: it must not stay behind
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return Recovery(entries is not None, len(entries or ()), history.position())
 
     async def _send_pending(self, ws: WebSocketConnection, pending: _Pending) -> None:
@@ -308,10 +312,12 @@ class Room:
     def deliver(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """``broadcast()`` to this process's members only (a backplane delivers with this).
 
-        With history, the message is recorded first and gets the next offset."""
+        With history, the message is recorded first and gets the next offset (a shared
+        history store may deliver it later, itself: then this returns 0)."""
         history = self.history
         if history is not None:
-            return self.deliver_entry(history.append(message), exclude=exclude)
+            entry = history.append(message)
+            return 0 if entry is None else self.deliver_entry(entry, exclude=exclude)
         return self._fan_out(message, exclude, 0)
 
     def deliver_entry(self, entry: Entry, *, exclude: WebSocketConnection | None = None) -> int:

@@ -6,19 +6,29 @@ restarted, say), a new epoch starts, so a client holding an offset of the old st
 that it cannot resume from it rather than silently missing messages.
 
 ``History`` is what a ``Room`` asks of its history store; ``MemoryHistory`` keeps it in this
-process. A store kept elsewhere (Redis Streams: ``XADD`` with ``MAXLEN``/``MINID``, offsets from
-the stream) implements the same protocol::
+process. A store shared by several processes (Redis Streams, next) implements the same
+protocol::
 
     epoch: str                        the current stream's identity
-    append(message) -> Entry          record a broadcast, give it the next offset; never waits
-    position() -> Position            the epoch and the last offset given (0: none yet)
+    append(message) -> Entry | None   record a broadcast with the next offset; never waits.
+                                      An Entry: deliver it now (a store in this process).
+                                      None: the store delivers it itself, once it has its
+                                      offset, to the room of that name in every process, with
+                                      room.deliver_entry(entry) (the store is then also the
+                                      room's backplane)
+    position() -> Position            the epoch and the last offset known here (0: none yet)
     async since(position) -> list[Entry] | None
                                       the entries after position.offset, oldest first, or
                                       None if they cannot all be given (other epoch, offset
-                                      too old or from the future)
+                                      too old or never given)
 
-``since`` is a coroutine so that a store may ask a server for them; the ``Room`` holds the
-member's live messages meanwhile and drops those already in the answer (by offset).
+``since`` is a coroutine so that a store may ask a server. The ``Room`` holds the member's live
+messages from before it calls ``since`` until its replay is through, and drops from them those
+the answer holds (by offset). For a shared store this is exactly once when a message's offset
+is given and it is published in one step (a Lua script: ``INCR``, ``XADD ... MAXLEN ~ size``
+or ``MINID`` for the age bound, ``PUBLISH``), and ``since`` reads (``XRANGE``) after the
+member was registered: what it read is dropped from the held messages, what it did not read
+was published after it, so it is held.
 """
 
 from __future__ import annotations
@@ -70,8 +80,9 @@ class History(Protocol):
     def epoch(self) -> str:
         """The identity of the current stream of offsets."""
 
-    def append(self, message: str | bytes) -> Entry:
-        """Record ``message`` with the next offset and return its entry; never waits."""
+    def append(self, message: str | bytes) -> Entry | None:
+        """Record ``message`` with the next offset; never waits. Its entry, to deliver now, or
+        None if the store delivers it later with ``Room.deliver_entry()``."""
 
     def position(self) -> Position:
         """The epoch and the offset of the last message recorded (0 if none yet)."""

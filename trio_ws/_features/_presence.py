@@ -7,14 +7,16 @@ several connections (tabs, devices). Members without one are counted in ``len(ro
 process. A store shared by several processes (Redis: one key per connection with a TTL that
 each process refreshes, so that a dead worker's members expire) implements the same protocol::
 
-    add(identity) -> int              a connection of identity joined here; how many it has
-                                      here now; never waits
-    remove(identity) -> int           one left; how many are left here; never waits
+    add(identity) -> int | None       a connection of identity joined here; never waits.
+                                      How many connections it has now (the Room reports the
+                                      event), or None: the store reports it itself, later
+    remove(identity) -> int | None    one left here; likewise
     async snapshot() -> dict[str, int]
                                       every identity present and its connection count, in
                                       every process
 
-and reports what happens in the other processes with ``room.deliver_presence(event)``.
+A shared store reports events (the other processes', and its own when ``add`` or ``remove``
+gave None) with ``room.deliver_presence(event)``.
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ class PresenceEvent:
 class Presence(Protocol):
     """Where a ``Room`` counts its members' identities (see the module docstring)."""
 
-    def add(self, identity: str) -> int:
-        """A connection of ``identity`` joined; return how many it has now."""
+    def add(self, identity: str) -> int | None:
+        """A connection of ``identity`` joined; how many it has now (None: reported later)."""
 
-    def remove(self, identity: str) -> int:
-        """A connection of ``identity`` left; return how many it has now."""
+    def remove(self, identity: str) -> int | None:
+        """A connection of ``identity`` left; how many it has now (None: reported later)."""
 
     async def snapshot(self) -> dict[str, int]:
         """Every identity present and its number of connections."""
