@@ -431,3 +431,20 @@ async def test_a_member_cancelled_during_its_replay_leaves() -> None:
             async with server.connect("/") as ws:
                 assert await ws.receive() == "left"
                 assert len(room) == 0 and not room._replaying
+
+
+async def test_too_many_messages_held_during_a_replay_get_the_slow_policy() -> None:
+    history = SlowHistory()
+    room = trio_ws.Room(history=history, policy="close", close_code=1013, catch_up_limit=2)
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, _):
+            async with server.connect(resume_url(trio_ws.Position(history.epoch, 0))) as ws:
+                await history.asked.wait()
+                assert room.broadcast("one") == 1  # held
+                assert room.broadcast("two") == 1  # held
+                assert room.broadcast("three") == 0  # one too many: closed
+                assert room.closed_slow == 1 and len(room) == 0
+                with pytest.raises(trio_ws.ConnectionClosed) as closed:
+                    await ws.receive()
+                assert closed.value.code == 1013
+                history.answer.set()

@@ -132,6 +132,8 @@ class Room:
         self.envelope = envelope
         #: Where the room counts its members' identities.
         self.presence_store: Presence = MemoryPresence() if presence is None else presence
+        #: Live messages a member being replayed to may have waiting (a count); beyond, the
+        #: ``policy`` applies to it.
         self.catch_up_limit = catch_up_limit
         self._members: dict[WebSocketConnection, _Member] = {}
         self._replaying: dict[WebSocketConnection, _Pending] = {}
