@@ -278,45 +278,65 @@ async def test_messages_broadcast_while_the_replay_waits_for_room_come_after_it(
 
 
 async def test_a_thousand_members_reconnect_at_once_and_miss_nothing() -> None:
-    """1,000 clients resume from different offsets while broadcasts go on: each gets every
-    message after its offset, once, in order."""
+    """1,000 members, each having read a different number of messages, drop together; more is
+    broadcast while they are away and while they all come back, each from where it was: each
+    gets every message after its own offset, once, in order."""
     room = history_room(size=1000)
-    for i in range(1, 101):
-        room.broadcast(f"m{i}")
-    position = room.position()
-    assert position is not None
-    last = 200
+    clients, last = 1000, 200
     failures: list[str] = []
+    read_enough = trio.Semaphore(0)  # released by each client once it read its share
+    drop = trio.Event()
+    gone = trio.Event()
 
     async def client(server: MemoryServer, n: int) -> None:
-        since = n % 100
-        async with server.connect(resume_url(trio_ws.Position(position.epoch, since))) as ws:
+        share = 1 + n % 50  # what it reads of m1..m50 before its connection drops
+        async with server.connect("/") as ws:
+            for _ in range(share):
+                offset, _data = unwrap(await ws.receive())
+            read_enough.release()
+            await drop.wait()
+        await gone.wait()  # all dropped: m51..m100 are broadcast meanwhile
+        position = trio_ws.Position(epoch, offset)
+        async with server.connect(resume_url(position)) as ws:
             offsets = []
             while not offsets or offsets[-1] < last:
                 offset, data = unwrap(await ws.receive())
                 if data != f"m{offset}":
                     failures.append(f"client {n}: {offset} carried {data!r}")
                 offsets.append(offset)
-            if offsets != list(range(since + 1, last + 1)):
-                failures.append(f"client {n} from {since}: {offsets}")
+            if offsets != list(range(share + 1, last + 1)):
+                failures.append(f"client {n} from {share}: {offsets}")
 
-    async def broadcaster() -> None:
-        for i in range(101, last + 1):
-            room.broadcast(f"m{i}")
-            await trio.lowlevel.checkpoint()  # let clients join between broadcasts
-
-    # Queues long enough for the burst: the test is about the seam, not the slow policy.
+    # Queues long enough for the bursts: the test is about the seam, not the slow policy.
     options = trio_ws.WebSocketOptions(ping_interval=None, write_queue=last)
-    with trio.fail_after(60):
+    position = room.position()
+    assert position is not None
+    epoch = position.epoch
+    with trio.fail_after(90):
         async with resume_server(room, options) as (server, recoveries):
             async with trio.open_nursery() as nursery:
-                for n in range(1000):
+                for n in range(clients):
                     nursery.start_soon(client, server, n)
-                nursery.start_soon(broadcaster)
+                while len(room) < clients:
+                    await trio.testing.wait_all_tasks_blocked()
+                for i in range(1, 51):
+                    room.broadcast(f"m{i}")
+                for _ in range(clients):
+                    await read_enough.acquire()
+                drop.set()  # every connection goes at once
+                while len(room):
+                    await trio.testing.wait_all_tasks_blocked()
+                for i in range(51, 101):
+                    room.broadcast(f"m{i}")
+                gone.set()  # every client comes back at once, while more is broadcast
+                for i in range(101, last + 1):
+                    room.broadcast(f"m{i}")
+                    await trio.lowlevel.checkpoint()  # clients join between broadcasts
     assert room.dropped == 0
     assert failures == []
-    assert len(recoveries) == 1000
-    assert all(recovery.recovered for recovery in recoveries)
+    assert len(recoveries) == 2 * clients
+    assert all(recovery.recovered for recovery in recoveries[clients:])
+    assert sum(recovery.replayed > 0 for recovery in recoveries[clients:]) == clients
 
 
 async def test_history_off_costs_nothing_per_broadcast() -> None:
