@@ -468,3 +468,39 @@ async def test_too_many_messages_held_during_a_replay_get_the_slow_policy() -> N
                     await ws.receive()
                 assert closed.value.code == 1013
                 history.answer.set()
+
+
+class LaggingHistory(SharedHistory):
+    """A shared store whose stream holds entries this process has not delivered yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = 0
+
+    def position(self) -> trio_ws.Position:
+        return trio_ws.Position(self.epoch, self.delivered)
+
+
+async def test_entries_not_yet_delivered_here_come_live_not_in_the_replay() -> None:
+    history = LaggingHistory()
+    room = trio_ws.Room(history=history, envelope=trio_ws.json_envelope)
+    for i in range(1, 4):
+        room.broadcast(f"m{i}")  # recorded in the shared stream: offsets 1..3
+
+    def arrives(offset: int) -> None:  # the store delivers an entry here
+        history.delivered = offset
+        room.deliver_entry(history.published[offset - 1])
+
+    arrives(1)
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(trio_ws.Position(history.epoch, 0))) as ws:
+                await wait_recoveries(recoveries, 1)
+                assert recoveries[0] == trio_ws.Recovery(True, 1, room.position())
+                arrives(2)
+                arrives(3)
+                got = [unwrap(await ws.receive()) for _ in range(3)]
+                assert got == [(1, "m1"), (2, "m2"), (3, "m3")]
+                room.broadcast("m4")
+                arrives(4)
+                assert unwrap(await ws.receive()) == (4, "m4")  # and no second m2 or m3

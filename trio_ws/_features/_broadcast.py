@@ -145,6 +145,9 @@ class Room:
         self.closed_slow = 0
         if backplane is not None:
             backplane.attach(self)
+        attach = getattr(history, "attach", None)
+        if attach is not None:
+            attach(self)  # a history store that delivers entries itself (RedisHistory)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -228,6 +231,11 @@ class Room:
             entries = await history.since(since)
             if self._replaying.get(ws) is not pending:
                 return Recovery(False, 0, history.position())  # it left meanwhile
+            if entries and entries[-1].offset > history.position().offset:
+                # A shared store's newest entries are not delivered here yet: they will be,
+                # to this member too, as live messages.
+                top = history.position().offset
+                entries = [entry for entry in entries if entry.offset <= top]
             if entries:
                 # The replay first, then what came meanwhile and is not in it.
                 last = entries[-1].offset

@@ -22,6 +22,8 @@ protocol::
                                       None if they cannot all be given (other epoch, offset
                                       too old or never given)
 
+A store that delivers entries itself also has ``attach(room)``, which ``Room()`` calls.
+
 ``since`` is a coroutine so that a store may ask a server. The ``Room`` holds the member's live
 messages from before it calls ``since`` until its replay is through, and drops from them those
 the answer holds (by offset). For a shared store this is exactly once when a message's offset
@@ -64,7 +66,8 @@ class Entry:
     offset: int
     #: The message as given to ``broadcast()`` (before any envelope).
     message: str | bytes
-    #: When it was broadcast, in ``trio.current_time()`` seconds.
+    #: When it was recorded, in seconds: ``trio.current_time()`` for ``MemoryHistory``, Unix
+    #: time on the server's clock for a store on a server (``RedisHistory``).
     time: float
 
 
