@@ -20,6 +20,7 @@ from ._features._history import Entry, History, MemoryHistory, Position
 from ._features._presence import MemoryPresence, Presence, PresenceEvent
 from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
 from ._features._redis import RedisBackplane
+from ._features._redis_history import RedisHistory
 from ._features._router import HTTPResult, Router
 from ._features._startup import StartupError, run_main
 from ._features._workers import run_workers, wait_for_stop
@@ -69,6 +70,7 @@ __all__ = [
     "Recovery",
     "RedirectError",
     "RedisBackplane",
+    "RedisHistory",
     "Request",
     "Room",
     "Router",

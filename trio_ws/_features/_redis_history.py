@@ -1,0 +1,369 @@
+"""``RedisHistory``: one room's history in a Redis Stream, shared by every process.
+
+Needs the ``redis`` extra (coredis) and Redis 6.2 or later (``XTRIM MINID``).
+
+Keys, for the room ``name``: the stream ``prefix + name + ":stream"`` (one entry per message:
+offset, kind, payload; the stream ID's milliseconds are its time), the hash
+``prefix + name + ":meta"`` (``epoch``, and ``offset``, the last one given), and the channel
+``prefix + name + ":entries"``.
+
+``append()`` queues the message and returns None: a publisher task runs one Lua script per
+batch, which gives each message the next offset (``HINCRBY``), adds it to the stream
+(``XADD ... MAXLEN size``; ``XTRIM ... MINID`` for ``ttl``) and publishes the batch with its
+offsets, atomically. Every process, this one included, delivers what the channel brings to its
+room with ``Room.deliver_entry()``, in offset order: offsets are the same everywhere, so a
+client may resume through any process. The epoch lives in the hash: when Redis loses the room's
+keys (a restart without persistence), the next append starts a new epoch from offset 1, and
+positions of the old one are refused.
+
+After each (re)connection, the subscriber first reads what it missed from the stream, then
+delivers from the channel (skipping offsets it has delivered): a short Redis outage costs
+members nothing that the history still holds. While Redis is unreachable, ``append()`` drops
+the message (``dropped``) and ``since()`` answers None (the client reloads).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._broadcast import Room
+from ._history import Entry, Position, new_epoch
+from ._redis import _coredis, _describe, _only_cancelled, _redacted
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["RedisHistory"]
+
+logger = logging.getLogger("trio_ws")
+
+_BINARY, _TEXT = b"0", b"1"
+
+# KEYS: stream, meta. ARGV: a new epoch, size, ttl (ms, 0: none), channel, then kind and
+# payload per message. Publishes: epoch "\n", then per message "offset ms kind length\n" payload.
+_APPEND = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
+end
+local parts = {epoch, '\\n'}
+for i = 5, #ARGV, 2 do
+  local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'o', offset, 'k', ARGV[i],
+    'd', ARGV[i + 1])
+  local ms = string.match(id, '^(%d+)')
+  table.insert(parts, offset .. ' ' .. ms .. ' ' .. ARGV[i] .. ' ' .. #ARGV[i + 1] .. '\\n')
+  table.insert(parts, ARGV[i + 1])
+end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', ms - ttl)
+end
+redis.call('PUBLISH', ARGV[4], table.concat(parts))
+return epoch
+"""
+
+# KEYS: stream, meta. ARGV: ttl (ms, 0: none). Returns {epoch, last offset, entries} or {}.
+_READ = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then return {} end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', ms - ttl)
+end
+local last = redis.call('HGET', KEYS[2], 'offset')
+return {epoch, last, redis.call('XRANGE', KEYS[1], '-', '+')}
+"""
+
+
+class RedisHistory:
+    """A room's history in Redis, shared by the rooms of that ``name`` in every process.
+
+    ::
+
+        history = RedisHistory("redis://127.0.0.1:6379", "chat", size=1000, ttl=300)
+        room = Room(history=history, envelope=json_envelope)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(history.run)
+            ...
+
+    The room needs no backplane: the history carries its broadcasts to every process (see the
+    module docstring). ``size`` (a count) and ``ttl`` (seconds, on Redis's clock; None: no age
+    limit) bound the stream. ``run()`` stays connected, reconnecting with backoff from
+    ``backoff_initial`` to ``backoff_max`` seconds. Raises ValueError for a ``size`` below 1
+    or a ``ttl`` not above 0; ImportError without coredis.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        size: int = 1000,
+        ttl: float | None = None,
+        prefix: str = "trio_ws:",
+        queue_size: int = 10_000,
+        max_batch: int = 1000,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 10.0,
+        ping_interval: float = 5.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"history size must be at least 1, not {size}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"history ttl must be above 0 seconds, not {ttl}")
+        self._coredis = _coredis()
+        #: The Redis URL.
+        self.url = url
+        #: The room's name in Redis.
+        self.name = name
+        #: How many messages the stream keeps at most.
+        self.size = size
+        #: How long, in seconds, the stream keeps a message at most (None: no age limit).
+        self.ttl = ttl
+        self.max_batch = max_batch
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.ping_interval = ping_interval
+        base = prefix + name
+        self._stream, self._meta = f"{base}:stream", f"{base}:meta"
+        self._channel = f"{base}:entries".encode()
+        self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
+        self._room: Room | None = None
+        self._client: coredis.Redis[bytes] | None = None
+        self._epoch = ""  # the epoch of the last entry delivered ("": none yet)
+        self._last = 0  # the offset of the last entry delivered
+        self._connected_event = trio.Event()
+        #: Messages dropped: Redis unreachable, or the queue towards it full.
+        self.dropped = 0
+        #: Entries delivered to the room (from any process).
+        self.delivered = 0
+        #: Entries this process never delivered: gone from the stream before it could read
+        #: them back after an outage (or lost on the channel).
+        self.missed = 0
+
+    # The History protocol ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the last entry delivered here ("" before the first)."""
+        return self._epoch
+
+    def attach(self, room: Room) -> None:
+        """Deliver the room's entries to ``room`` (``Room(history=...)`` calls this)."""
+        if self._room is not None and self._room is not room:
+            raise ValueError("this RedisHistory belongs to another room already")
+        self._room = room
+
+    def append(self, message: str | bytes) -> None:
+        """Queue ``message`` for Redis; it is delivered when it comes back with its offset."""
+        if self._client is None:
+            self.dropped += 1
+            return
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.dropped += 1
+
+    def position(self) -> Position:
+        """The epoch and offset of the last entry delivered here."""
+        return Position(self._epoch, self._last)
+
+    async def since(self, position: Position) -> list[Entry] | None:
+        """The entries after ``position`` from Redis; None if it cannot give them all, or
+        cannot be reached."""
+        client = self._client
+        if client is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            epoch, last, entries = await self._read(client)
+        except Exception as exc:
+            logger.debug("Redis history %s: cannot read (%s)", self.name, _describe(exc))
+            return None
+        if epoch != position.epoch or not 0 <= position.offset <= last:
+            return None
+        first = entries[0].offset if entries else last + 1
+        if position.offset + 1 < first:
+            return None
+        return [entry for entry in entries if entry.offset > position.offset]
+
+    # Connection ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to Redis and subscribed."""
+        return self._client is not None
+
+    async def wait_connected(self) -> None:
+        """Return once connected to Redis (at once if it is)."""
+        while self._client is None:
+            await self._connected_event.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected to Redis until cancelled; started at once, connected or not."""
+        task_status.started()
+        delay = self.backoff_initial
+        failures = 0
+        while True:
+            try:
+                await self._session()
+                error = "connection ended"
+            except Exception as exc:
+                error = _describe(exc)
+            except BaseException as exc:
+                await _only_cancelled(exc)
+                raise
+            finally:
+                was_up = self._client is not None
+                self._down()
+            if was_up:
+                delay, failures = self.backoff_initial, 0
+            failures += 1
+            level = logging.WARNING if failures == 1 else logging.DEBUG
+            logger.log(level, "Redis history %s at %s: %s", self.name, _redacted(self.url), error)
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _session(self) -> None:
+        lib = self._coredis
+        client: coredis.Redis[bytes] = lib.Redis.from_url(
+            self.url,
+            connect_timeout=self.connect_timeout,
+            stream_timeout=self.command_timeout,
+            retry_policy=lib.retry.NoRetryPolicy(),
+        )
+        async with client:
+            pubsub = client.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=lib.retry.NoRetryPolicy(),
+                subscription_timeout=self.connect_timeout,
+                max_idle_seconds=self.ping_interval,
+            )
+            async with pubsub:
+                await pubsub.subscribe(self._channel)
+                # What was missed while away, then the channel (which holds what comes now).
+                epoch, last, entries = await self._read(client)
+                if not self._epoch:
+                    self._epoch, self._last = epoch, last  # the first time: from now on
+                elif epoch:
+                    self._deliver(epoch, entries)
+                self._client = client
+                self._connected_event.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._publisher, client)
+                    nursery.start_soon(self._subscriber, pubsub)
+
+    def _down(self) -> None:
+        self._client = None
+        if self._connected_event.is_set():
+            self._connected_event = trio.Event()
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self.dropped += 1
+
+    async def _read(self, client: coredis.Redis[bytes]) -> tuple[str, int, list[Entry]]:
+        """The epoch ("" if none yet), the last offset given, and the stream's entries."""
+        reply: Any = await client.eval(_READ, keys=[self._stream, self._meta], args=[self._ttl_ms])
+        if not reply:
+            return "", 0, []
+        epoch, last, raw = reply
+        entries = []
+        for stream_id, fields in raw:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            ms = int(stream_id.split(b"-")[0])
+            entries.append(_entry(int(values[b"o"]), ms, values[b"k"], values[b"d"]))
+        return epoch.decode(), int(last), entries
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        receive = self._receive
+        while True:
+            batch = [await receive.receive()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            args: list[str | bytes | int] = [new_epoch(), self.size, self._ttl_ms, self._channel]
+            for message in batch:
+                if isinstance(message, str):
+                    args += [_TEXT, message.encode("utf-8")]
+                else:
+                    args += [_BINARY, message]
+            await client.eval(_APPEND, keys=[self._stream, self._meta], args=args)
+
+    async def _subscriber(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message()
+            if message is not None and message["type"] == "message":
+                try:
+                    epoch, entries = _decode(message["data"])
+                except ValueError as exc:
+                    logger.debug("Redis history %s: ignored a message: %s", self.name, exc)
+                    continue
+                self._deliver(epoch, entries)
+
+    def _deliver(self, epoch: str, entries: list[Entry]) -> None:
+        """Deliver the entries not delivered yet, in order; a new epoch starts afresh."""
+        if epoch != self._epoch:
+            if self._epoch:
+                logger.warning("Redis history %s: history lost, new epoch", self.name)
+            self._epoch, self._last = epoch, 0
+        room = self._room
+        for entry in entries:
+            if entry.offset <= self._last:
+                continue  # delivered already (read after reconnecting, then published)
+            if entry.offset > self._last + 1:
+                self.missed += entry.offset - self._last - 1
+                logger.warning(
+                    "Redis history %s: %d messages gone before they could be delivered",
+                    self.name,
+                    entry.offset - self._last - 1,
+                )
+            self._last = entry.offset
+            self.delivered += 1
+            if room is not None:
+                room.deliver_entry(entry)
+
+
+def _entry(offset: int, ms: int, kind: bytes, payload: bytes) -> Entry:
+    message: str | bytes = payload.decode("utf-8") if kind == _TEXT else payload
+    return Entry(offset, message, ms / 1000)
+
+
+def _decode(data: bytes) -> tuple[str, list[Entry]]:
+    """The epoch and entries of a message the append script published."""
+    newline = data.find(b"\n")
+    if newline < 0:
+        raise ValueError("no epoch")
+    epoch = data[:newline].decode()
+    entries = []
+    at = newline + 1
+    while at < len(data):
+        end = data.find(b"\n", at)
+        if end < 0:
+            raise ValueError("truncated entry head")
+        offset, ms, kind, length = data[at:end].split(b" ")
+        at = end + 1 + int(length)
+        if at > len(data):
+            raise ValueError("truncated entry")
+        entries.append(_entry(int(offset), int(ms), kind, data[end + 1 : at]))
+    return epoch, entries
