@@ -142,9 +142,13 @@ async def test_too_old_and_lost_history_are_refused(redis: RedisServer) -> None:
                     assert not recoveries[3].recovered
 
 
-async def test_a_process_that_was_away_delivers_what_it_missed(redis: RedisServer) -> None:
+@pytest.mark.parametrize("history_lost", [False, True])
+async def test_a_process_that_was_away_delivers_what_it_missed(
+    redis: RedisServer, history_lost: bool
+) -> None:
     """When its Redis connection comes back, a process reads what was published meanwhile from
-    the stream and delivers it to its members, in order, before the live messages."""
+    the stream and delivers it to its members, in order, before the live messages; from the
+    start of a new epoch if Redis lost the history meanwhile."""
     history_a = redis_history(redis.url)
     room_a = trio_ws.Room(history=history_a, envelope=trio_ws.json_envelope)
     scopes: list[trio.CancelScope] = []
@@ -178,15 +182,23 @@ async def test_a_process_that_was_away_delivers_what_it_missed(redis: RedisServe
                 scopes[0].cancel()  # process A loses Redis
                 while history_a.connected:
                     await trio.testing.wait_all_tasks_blocked()
+                if history_lost:
+                    import coredis
+
+                    async with coredis.Redis.from_url(redis.url) as client:
+                        await client.flushall()
+                first = 1 if history_lost else 2  # m2's offset
                 room_b.broadcast("m2")
                 room_b.broadcast("m3")
-                assert [unwrap(await b.receive())[0] for _ in range(2)] == [2, 3]
+                assert [unwrap(await b.receive())[0] for _ in range(2)] == [first, first + 1]
                 nursery.start_soon(run_a)  # back
                 await history_a.wait_connected()
                 room_b.broadcast("m4")
                 got = [unwrap(await a.receive()) for _ in range(3)]
-                assert got == [(2, "m2"), (3, "m3"), (4, "m4")]
+                assert got == [(first, "m2"), (first + 1, "m3"), (first + 2, "m4")]
                 assert history_a.delivered == 4
+                assert history_a.missed == 0
+                assert room_a.position() == room_b.position()
             nursery.cancel_scope.cancel()
 
 

@@ -71,7 +71,9 @@ redis.call('PUBLISH', ARGV[4], table.concat(parts))
 return epoch
 """
 
-# KEYS: stream, meta. ARGV: ttl (ms, 0: none). Returns {epoch, last offset, entries} or {}.
+# KEYS: stream, meta. ARGV: ttl (ms, 0: none), an offset, size. Returns {} (no epoch yet) or
+# {epoch, last offset, the entries after that offset, newest first}: the stream's last
+# (last - offset) entries, since offsets are consecutive, or none if that is more than size.
 _READ = """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then return {} end
@@ -81,8 +83,10 @@ if ttl > 0 then
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('XTRIM', KEYS[1], 'MINID', ms - ttl)
 end
-local last = redis.call('HGET', KEYS[2], 'offset')
-return {epoch, last, redis.call('XRANGE', KEYS[1], '-', '+')}
+local last = tonumber(redis.call('HGET', KEYS[2], 'offset'))
+local count = last - tonumber(ARGV[2])
+if count <= 0 or count > tonumber(ARGV[3]) then return {epoch, last, {}} end
+return {epoch, last, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', count)}
 """
 
 
@@ -191,17 +195,19 @@ class RedisHistory:
         if client is None:
             await trio.lowlevel.checkpoint()
             return None
+        if position.offset < 0:
+            await trio.lowlevel.checkpoint()
+            return None
         try:
-            epoch, last, entries = await self._read(client)
+            epoch, last, entries = await self._read(client, position.offset)
         except Exception as exc:
             logger.debug("Redis history %s: cannot read (%s)", self.name, _describe(exc))
             return None
-        if epoch != position.epoch or not 0 <= position.offset <= last:
+        if epoch != position.epoch or position.offset > last:
             return None
-        first = entries[0].offset if entries else last + 1
-        if position.offset + 1 < first:
-            return None
-        return [entry for entry in entries if entry.offset > position.offset]
+        if len(entries) < last - position.offset:
+            return None  # some are gone (count or age)
+        return entries
 
     # Connection ------------------------------------------------------------------------------
 
@@ -258,10 +264,12 @@ class RedisHistory:
             async with pubsub:
                 await pubsub.subscribe(self._channel)
                 # What was missed while away, then the channel (which holds what comes now).
-                epoch, last, entries = await self._read(client)
+                epoch, last, entries = await self._read(client, self._last)
                 if not self._epoch:
                     self._epoch, self._last = epoch, last  # the first time: from now on
                 elif epoch:
+                    if epoch != self._epoch:  # Redis lost the history: all of the new one
+                        epoch, last, entries = await self._read(client, 0)
                     self._deliver(epoch, entries)
                 self._client = client
                 self._connected_event.set()
@@ -280,14 +288,17 @@ class RedisHistory:
                 break
             self.dropped += 1
 
-    async def _read(self, client: coredis.Redis[bytes]) -> tuple[str, int, list[Entry]]:
-        """The epoch ("" if none yet), the last offset given, and the stream's entries."""
-        reply: Any = await client.eval(_READ, keys=[self._stream, self._meta], args=[self._ttl_ms])
+    async def _read(self, client: coredis.Redis[bytes], after: int) -> tuple[str, int, list[Entry]]:
+        """The epoch ("" if none yet), the last offset given, and the entries after ``after``
+        that the stream still has, oldest first (none if more than ``size`` came since)."""
+        reply: Any = await client.eval(
+            _READ, keys=[self._stream, self._meta], args=[self._ttl_ms, after, self.size]
+        )
         if not reply:
             return "", 0, []
         epoch, last, raw = reply
         entries = []
-        for stream_id, fields in raw:
+        for stream_id, fields in reversed(raw):
             values = dict(zip(fields[::2], fields[1::2], strict=True))
             ms = int(stream_id.split(b"-")[0])
             entries.append(_entry(int(values[b"o"]), ms, values[b"k"], values[b"d"]))
