@@ -25,14 +25,13 @@ the message (``dropped``) and ``since()`` answers None (the client reloads).
 from __future__ import annotations
 
 import logging
-import random
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._broadcast import Room
 from ._history import Entry, Position, new_epoch
-from ._redis import _coredis, _describe, _only_cancelled, _redacted
+from ._redis import _describe
+from ._redis_store import RedisStore
 
 if TYPE_CHECKING:
     import coredis
@@ -90,7 +89,7 @@ return {epoch, last, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', count)}
 """
 
 
-class RedisHistory:
+class RedisHistory(RedisStore):
     """A room's history in Redis, shared by the rooms of that ``name`` in every process.
 
     ::
@@ -107,6 +106,8 @@ class RedisHistory:
     ``backoff_initial`` to ``backoff_max`` seconds. Raises ValueError for a ``size`` below 1
     or a ``ttl`` not above 0; ImportError without coredis.
     """
+
+    kind = "history"
 
     def __init__(
         self,
@@ -128,31 +129,28 @@ class RedisHistory:
             raise ValueError(f"history size must be at least 1, not {size}")
         if ttl is not None and ttl <= 0:
             raise ValueError(f"history ttl must be above 0 seconds, not {ttl}")
-        self._coredis = _coredis()
-        #: The Redis URL.
-        self.url = url
-        #: The room's name in Redis.
-        self.name = name
+        base = prefix + name
+        super().__init__(
+            url,
+            name,
+            f"{base}:entries",
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            ping_interval=ping_interval,
+        )
         #: How many messages the stream keeps at most.
         self.size = size
         #: How long, in seconds, the stream keeps a message at most (None: no age limit).
         self.ttl = ttl
+        #: Most messages appended with one script call.
         self.max_batch = max_batch
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.connect_timeout = connect_timeout
-        self.command_timeout = command_timeout
-        self.ping_interval = ping_interval
-        base = prefix + name
         self._stream, self._meta = f"{base}:stream", f"{base}:meta"
-        self._channel = f"{base}:entries".encode()
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
-        self._room: Room | None = None
-        self._client: coredis.Redis[bytes] | None = None
         self._epoch = ""  # the epoch of the last entry delivered ("": none yet)
         self._last = 0  # the offset of the last entry delivered
-        self._connected_event = trio.Event()
         #: Messages dropped: Redis unreachable, or the queue towards it full.
         self.dropped = 0
         #: Entries delivered to the room (from any process).
@@ -167,12 +165,6 @@ class RedisHistory:
     def epoch(self) -> str:
         """The epoch of the last entry delivered here ("" before the first)."""
         return self._epoch
-
-    def attach(self, room: Room) -> None:
-        """Deliver the room's entries to ``room`` (``Room(history=...)`` calls this)."""
-        if self._room is not None and self._room is not room:
-            raise ValueError("this RedisHistory belongs to another room already")
-        self._room = room
 
     def append(self, message: str | bytes) -> None:
         """Queue ``message`` for Redis; it is delivered when it comes back with its offset."""
@@ -211,76 +203,20 @@ class RedisHistory:
 
     # Connection ------------------------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        """True while connected to Redis and subscribed."""
-        return self._client is not None
+    async def _start(self, client: coredis.Redis[bytes]) -> None:
+        """What was missed while away, before the channel (which holds what comes now)."""
+        epoch, last, entries = await self._read(client, self._last)
+        if not self._epoch:
+            self._epoch, self._last = epoch, last  # the first time: from now on
+        elif epoch:
+            if epoch != self._epoch:  # Redis lost the history: all of the new one
+                epoch, last, entries = await self._read(client, 0)
+            self._deliver(epoch, entries)
 
-    async def wait_connected(self) -> None:
-        """Return once connected to Redis (at once if it is)."""
-        while self._client is None:
-            await self._connected_event.wait()
+    def _tasks(self, nursery: trio.Nursery, client: coredis.Redis[bytes]) -> None:
+        nursery.start_soon(self._publisher, client)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Stay connected to Redis until cancelled; started at once, connected or not."""
-        task_status.started()
-        delay = self.backoff_initial
-        failures = 0
-        while True:
-            try:
-                await self._session()
-                error = "connection ended"
-            except Exception as exc:
-                error = _describe(exc)
-            except BaseException as exc:
-                await _only_cancelled(exc)
-                raise
-            finally:
-                was_up = self._client is not None
-                self._down()
-            if was_up:
-                delay, failures = self.backoff_initial, 0
-            failures += 1
-            level = logging.WARNING if failures == 1 else logging.DEBUG
-            logger.log(level, "Redis history %s at %s: %s", self.name, _redacted(self.url), error)
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.backoff_max)
-
-    async def _session(self) -> None:
-        lib = self._coredis
-        client: coredis.Redis[bytes] = lib.Redis.from_url(
-            self.url,
-            connect_timeout=self.connect_timeout,
-            stream_timeout=self.command_timeout,
-            retry_policy=lib.retry.NoRetryPolicy(),
-        )
-        async with client:
-            pubsub = client.pubsub(
-                ignore_subscribe_messages=True,
-                retry_policy=lib.retry.NoRetryPolicy(),
-                subscription_timeout=self.connect_timeout,
-                max_idle_seconds=self.ping_interval,
-            )
-            async with pubsub:
-                await pubsub.subscribe(self._channel)
-                # What was missed while away, then the channel (which holds what comes now).
-                epoch, last, entries = await self._read(client, self._last)
-                if not self._epoch:
-                    self._epoch, self._last = epoch, last  # the first time: from now on
-                elif epoch:
-                    if epoch != self._epoch:  # Redis lost the history: all of the new one
-                        epoch, last, entries = await self._read(client, 0)
-                    self._deliver(epoch, entries)
-                self._client = client
-                self._connected_event.set()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._publisher, client)
-                    nursery.start_soon(self._subscriber, pubsub)
-
-    def _down(self) -> None:
-        self._client = None
-        if self._connected_event.is_set():
-            self._connected_event = trio.Event()
+    def _lost(self) -> None:
         while True:
             try:
                 self._receive.receive_nowait()
@@ -321,16 +257,8 @@ class RedisHistory:
                     args += [_BINARY, message]
             await client.eval(_APPEND, keys=[self._stream, self._meta], args=args)
 
-    async def _subscriber(self, pubsub: Any) -> None:
-        while True:
-            message = await pubsub.get_message()
-            if message is not None and message["type"] == "message":
-                try:
-                    epoch, entries = _decode(message["data"])
-                except ValueError as exc:
-                    logger.debug("Redis history %s: ignored a message: %s", self.name, exc)
-                    continue
-                self._deliver(epoch, entries)
+    def _received(self, data: bytes) -> None:
+        self._deliver(*_decode(data))
 
     def _deliver(self, epoch: str, entries: list[Entry]) -> None:
         """Deliver the entries not delivered yet, in order; a new epoch starts afresh."""
