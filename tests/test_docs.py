@@ -28,6 +28,6 @@ def test_the_reconnects_guide_is_in_the_navigation_and_its_python_compiles() -> 
     assert "reconnects.md" in (ROOT / "mkdocs.yml").read_text()
     page = (ROOT / "docs" / "reconnects.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         compile(block, "reconnects.md", "exec")

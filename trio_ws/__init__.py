@@ -21,6 +21,7 @@ from ._features._presence import MemoryPresence, Presence, PresenceEvent
 from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
 from ._features._redis import RedisBackplane
 from ._features._redis_history import RedisHistory
+from ._features._redis_presence import RedisPresence
 from ._features._router import HTTPResult, Router
 from ._features._startup import StartupError, run_main
 from ._features._workers import run_workers, wait_for_stop
@@ -71,6 +72,7 @@ __all__ = [
     "RedirectError",
     "RedisBackplane",
     "RedisHistory",
+    "RedisPresence",
     "Request",
     "Room",
     "Router",

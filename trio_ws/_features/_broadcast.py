@@ -145,9 +145,10 @@ class Room:
         self.closed_slow = 0
         if backplane is not None:
             backplane.attach(self)
-        attach = getattr(history, "attach", None)
-        if attach is not None:
-            attach(self)  # a history store that delivers entries itself (RedisHistory)
+        for store in (history, presence):
+            attach = getattr(store, "attach", None)
+            if attach is not None:
+                attach(self)  # a store that reports to the room itself (RedisHistory...)
 
     def __len__(self) -> int:
         return len(self._members)

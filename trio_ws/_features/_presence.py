@@ -16,7 +16,8 @@ each process refreshes, so that a dead worker's members expire) implements the s
                                       every process
 
 A shared store reports events (the other processes', and its own when ``add`` or ``remove``
-gave None) with ``room.deliver_presence(event)``.
+gave None) with ``room.deliver_presence(event)``; it gets the room from ``attach(room)``, which
+``Room()`` calls if the store has it.
 """
 
 from __future__ import annotations
