@@ -7,6 +7,7 @@ import tracemalloc
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -504,3 +505,36 @@ async def test_entries_not_yet_delivered_here_come_live_not_in_the_replay() -> N
                 room.broadcast("m4")
                 arrives(4)
                 assert unwrap(await ws.receive()) == (4, "m4")  # and no second m2 or m3
+
+
+async def test_a_broadcast_with_history_is_encoded_once_for_all_members(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The envelope is made once and its frame encoded once, whatever the member count."""
+    import trio_ws._trio._outbox
+    from trio_ws.protocol._frames import encode_frame
+
+    frames: list[bytes] = []
+    envelopes: list[int] = []
+
+    def counting_frame(*args: Any, **kwargs: Any) -> bytes:
+        frame = encode_frame(*args, **kwargs)
+        frames.append(frame)
+        return frame
+
+    def counting_envelope(message: str | bytes, position: trio_ws.Position) -> str | bytes:
+        envelopes.append(position.offset)
+        return trio_ws.json_envelope(message, position)
+
+    monkeypatch.setattr(trio_ws._trio._outbox, "encode_frame", counting_frame)
+    room = trio_ws.Room(history=trio_ws.MemoryHistory(10), envelope=counting_envelope)
+    options = trio_ws.WebSocketOptions(ping_interval=None, compression=None)
+    with trio.fail_after(10):
+        async with resume_server(room, options) as (server, recoveries):
+            async with server.connect("/") as a, server.connect("/") as b, server.connect("/"):
+                await wait_recoveries(recoveries, 3)
+                frames.clear()
+                assert room.broadcast("same") == 3
+                assert envelopes == [1]
+                assert len(frames) == 1
+                assert unwrap(await a.receive()) == unwrap(await b.receive()) == (1, "same")
