@@ -507,6 +507,47 @@ async def test_entries_not_yet_delivered_here_come_live_not_in_the_replay() -> N
                 assert unwrap(await ws.receive()) == (4, "m4")  # and no second m2 or m3
 
 
+async def test_a_client_ahead_of_this_process_gets_nothing_twice() -> None:
+    """With a shared store, a client may have seen (elsewhere) offsets this process has not
+    delivered yet: they are not sent again when they arrive here."""
+    history = LaggingHistory()
+    room = trio_ws.Room(history=history, envelope=trio_ws.json_envelope)
+    for i in range(1, 5):
+        room.broadcast(f"m{i}")
+
+    def arrives(offset: int) -> None:
+        history.delivered = offset
+        room.deliver_entry(history.published[offset - 1])
+
+    arrives(1)
+    arrives(2)
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(trio_ws.Position(history.epoch, 3))) as ws:
+                await trio.testing.wait_all_tasks_blocked()
+                assert not recoveries  # waits until this process delivered offset 3
+                arrives(3)
+                await wait_recoveries(recoveries, 1)
+                assert recoveries[0] == trio_ws.Recovery(
+                    True, 0, trio_ws.Position(history.epoch, 3)
+                )
+                arrives(4)
+                assert unwrap(await ws.receive()) == (4, "m4")  # not m3 first
+
+
+async def test_a_member_that_leaves_while_its_replay_waits_stops_it() -> None:
+    history = LaggingHistory()
+    room = trio_ws.Room(history=history)
+    room.broadcast("m1")  # in the shared stream, not delivered here: the replay waits for it
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(trio_ws.Position(history.epoch, 1))):
+                await trio.testing.wait_all_tasks_blocked()
+                assert room._replaying and not recoveries
+            await wait_recoveries(recoveries, 1)  # join() returned when it left
+            assert len(room) == 0 and not room._replaying
+
+
 async def test_a_broadcast_with_history_is_encoded_once_for_all_members(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -39,8 +39,23 @@ __all__ = ["Backplane", "Recovery", "Room", "SlowPolicy"]
 
 logger = logging.getLogger("trio_ws")
 
-#: A member being replayed to: the ``(offset, wire message)`` pairs it has still to be sent.
-_Pending = collections.deque[tuple[int, str | bytes]]
+
+@attrs.define(slots=True, eq=False)
+class _CatchUp:
+    """A member being replayed to: what it has still to be sent, in order."""
+
+    #: ``(offset, wire message)`` pairs: the replay, then the live messages held meanwhile.
+    pending: collections.deque[tuple[int, str | bytes]] = attrs.field(factory=collections.deque)
+    #: Live messages up to this offset are not held: the client has them.
+    floor: int = 0
+    #: Set when a live message comes (or the member leaves), for a replay waiting for one.
+    arrived: trio.Event | None = None
+
+    def hold(self, offset: int, message: str | bytes) -> None:
+        if offset > self.floor:
+            self.pending.append((offset, message))
+        if self.arrived is not None:
+            self.arrived.set()
 
 
 class Backplane(Protocol):
@@ -136,7 +151,7 @@ class Room:
         #: ``policy`` applies to it.
         self.catch_up_limit = catch_up_limit
         self._members: dict[WebSocketConnection, _Member] = {}
-        self._replaying: dict[WebSocketConnection, _Pending] = {}
+        self._replaying: dict[WebSocketConnection, _CatchUp] = {}
         self._presence_callbacks: dict[object, Callable[[PresenceEvent], object]] = {}
         #: Messages dropped for slow members since the room was made (each is also counted in
         #: the member's server ``Metrics``, ``room_dropped``, as are ``closed_slow``).
@@ -183,7 +198,9 @@ class Room:
             self._gone(ws, member)
 
     def _gone(self, ws: WebSocketConnection, member: _Member) -> None:
-        self._replaying.pop(ws, None)
+        catch_up = self._replaying.pop(ws, None)
+        if catch_up is not None and catch_up.arrived is not None:
+            catch_up.arrived.set()  # its replay stops waiting
         if member.identity is not None:
             count = self.presence_store.remove(member.identity)
             if count is not None:
@@ -225,46 +242,61 @@ class Room:
             await trio.lowlevel.cancel_shielded_checkpoint()  # a member now: no way back
             return Recovery(False, 0, None if history is None else history.position())
         # Live messages are held from now on, while the history is read and replayed.
-        pending: _Pending = collections.deque()
-        self._replaying[ws] = pending
+        catch_up = _CatchUp()
+        self._replaying[ws] = catch_up
         self.add(ws, identity=identity)
         try:
             entries = await history.since(since)
-            if self._replaying.get(ws) is not pending:
+            if self._replaying.get(ws) is not catch_up:
                 return Recovery(False, 0, history.position())  # it left meanwhile
-            if entries and entries[-1].offset > history.position().offset:
-                # A shared store's newest entries are not delivered here yet: they will be,
-                # to this member too, as live messages.
+            until = 0
+            if entries is not None:
                 top = history.position().offset
-                entries = [entry for entry in entries if entry.offset <= top]
-            if entries:
-                # The replay first, then what came meanwhile and is not in it.
-                last = entries[-1].offset
-                replay: _Pending = collections.deque((e.offset, self._wire(e)) for e in entries)
-                replay.extend(item for item in pending if item[0] > last)
-                pending = self._replaying[ws] = replay
-            await self._send_pending(ws, pending)
+                if entries and entries[-1].offset > top:
+                    # A shared store's newest entries are not delivered here yet: they will
+                    # be, to this member too, as live messages.
+                    entries = [entry for entry in entries if entry.offset <= top]
+                # The replay, then what came meanwhile and is not in it; and the client's
+                # own position may be ahead of this process (a shared store): wait for it.
+                seen = entries[-1].offset if entries else since.offset
+                held = catch_up.pending
+                catch_up.pending = collections.deque((e.offset, self._wire(e)) for e in entries)
+                catch_up.pending.extend(item for item in held if item[0] > seen)
+                catch_up.floor = until = seen
+            await self._send_pending(ws, catch_up, history, until)
         finally:
-            if self._replaying.get(ws) is pending:
+            if self._replaying.get(ws) is catch_up:
                 self.discard(ws)  # cancelled or failed halfway: it must not stay behind
         await trio.lowlevel.cancel_shielded_checkpoint()
         return Recovery(entries is not None, len(entries or ()), history.position())
 
-    async def _send_pending(self, ws: WebSocketConnection, pending: _Pending) -> None:
-        """Offer the member's held messages in order, waiting while its queue is full; then it
-        is live (broadcasts go to its outbox directly)."""
+    async def _send_pending(
+        self, ws: WebSocketConnection, catch_up: _CatchUp, history: History, until: int
+    ) -> None:
+        """Offer the member's held messages in order, waiting while its queue is full, until
+        this process has delivered offset ``until``; then it is live (broadcasts go to its
+        outbox directly)."""
         outbox = ws.outbox
-        while pending:
-            result = outbox.offer(pending[0][1])
-            if result is Offer.FULL:
-                await outbox.wait()
-                if self._replaying.get(ws) is not pending:
-                    return  # it left
-            elif result is Offer.CLOSED:
-                self.discard(ws)
-                return
-            else:
-                pending.popleft()
+        while True:
+            pending = catch_up.pending
+            while pending:
+                result = outbox.offer(pending[0][1])
+                if result is Offer.FULL:
+                    await outbox.wait()
+                    if self._replaying.get(ws) is not catch_up:
+                        return  # it left
+                elif result is Offer.CLOSED:
+                    self.discard(ws)
+                    return
+                else:
+                    pending.popleft()
+            if history.position().offset >= until:
+                break
+            catch_up.arrived = trio.Event()
+            await catch_up.arrived.wait()
+            catch_up.arrived = None
+            if self._replaying.get(ws) is not catch_up:
+                return  # it left
         del self._replaying[ws]
 
     def position(self) -> Position | None:
@@ -357,11 +389,11 @@ class Room:
             if ws is exclude:
                 continue
             if replaying and ws in replaying:
-                pending = replaying[ws]  # held until its replay is through
-                if len(pending) >= self.catch_up_limit:
+                catch_up = replaying[ws]  # held until its replay is through
+                if len(catch_up.pending) >= self.catch_up_limit:
                     self._slow(ws)
                 else:
-                    pending.append((offset, message))
+                    catch_up.hold(offset, message)
                     delivered += 1
                 continue
             outbox = ws.outbox

@@ -6,8 +6,7 @@ restarted, say), a new epoch starts, so a client holding an offset of the old st
 that it cannot resume from it rather than silently missing messages.
 
 ``History`` is what a ``Room`` asks of its history store; ``MemoryHistory`` keeps it in this
-process. A store shared by several processes (Redis Streams, next) implements the same
-protocol::
+process, ``RedisHistory`` (``_redis_history``) in a Redis Stream shared by several processes::
 
     epoch: str                        the current stream's identity
     append(message) -> Entry | None   record a broadcast with the next offset; never waits.
@@ -16,21 +15,22 @@ protocol::
                                       offset, to the room of that name in every process, with
                                       room.deliver_entry(entry) (the store is then also the
                                       room's backplane)
-    position() -> Position            the epoch and the last offset known here (0: none yet)
+    position() -> Position            the epoch and the last offset delivered here (0: none)
     async since(position) -> list[Entry] | None
                                       the entries after position.offset, oldest first, or
                                       None if they cannot all be given (other epoch, offset
                                       too old or never given)
-
-A store that delivers entries itself also has ``attach(room)``, which ``Room()`` calls.
+    attach(room)                      optional: Room() calls it, for a store that delivers
+                                      entries itself
 
 ``since`` is a coroutine so that a store may ask a server. The ``Room`` holds the member's live
-messages from before it calls ``since`` until its replay is through, and drops from them those
-the answer holds (by offset). For a shared store this is exactly once when a message's offset
-is given and it is published in one step (a Lua script: ``INCR``, ``XADD ... MAXLEN ~ size``
-or ``MINID`` for the age bound, ``PUBLISH``), and ``since`` reads (``XRANGE``) after the
-member was registered: what it read is dropped from the held messages, what it did not read
-was published after it, so it is held.
+messages from before it calls ``since`` until its replay is through; it replays the answer's
+entries up to ``position()`` (newer ones are still to be delivered here, and will reach the
+member live), then the held messages not in the answer. For a shared store that is exactly
+once when a message's offset is given and it is published in one step (``RedisHistory``'s Lua
+script: ``HINCRBY``, ``XADD``, ``PUBLISH``) and ``since`` reads after the member was
+registered: what it read was published before, so it is dropped from the held messages or
+delivered later; what it did not read was published after, so it is held.
 """
 
 from __future__ import annotations
