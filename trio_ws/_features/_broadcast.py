@@ -229,7 +229,9 @@ class Room:
         ``Recovery.recovered`` is False if that was not possible (no ``since``, no history,
         another epoch, or an offset too old for the history's bounds): then the member is
         live at once and the app should reload the client's state. Waits only while the
-        member's outgoing queue is full. Raises ValueError if ``ws`` is a member already, and
+        member's outgoing queue is full, and for a shared history store (``RedisHistory``):
+        its answer, and this process to deliver the client's offset if the client saw it
+        through another process. Raises ValueError if ``ws`` is a member already, and
         what the history store's ``since()`` raises (a shared store that cannot reach its
         server). A member that closes, fails or is cancelled during its replay leaves the room.
         """
