@@ -76,6 +76,10 @@ SERVERS = [
 SUBJECT = "trio_ws"
 BASELINES = ["trio-websocket", "websockets", "websockets.trio"]
 SCENARIOS = ["echo", "broadcast", "connrate", "memory", "memory-defaults", "memory-deflate"]
+#: Run only when named in ``--scenarios``: "broadcast-history" is the broadcast scenario with
+#: the room keeping its last ``HISTORY_SIZE`` broadcasts (trio_ws only).
+OPT_IN_SCENARIOS = ["broadcast-history"]
+HISTORY_SIZE = 1000
 #: What the handshake of the permessage-deflate row offers (``loadgen.py idle --deflate``).
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 #: Seconds a broadcast may take to deliver everything before the missing ones are counted.
@@ -320,10 +324,17 @@ def run_echo(server: Server, config: Config) -> dict[str, dict[str, Any]]:
     return results
 
 
-def run_broadcast(server: Server, config: Config) -> dict[str, dict[str, Any]]:
-    key = f"broadcast {config.broadcast_clients} clients"
+def run_broadcast(
+    server: Server, config: Config, *, history: bool = False
+) -> dict[str, dict[str, Any]]:
+    key = broadcast_cell(config, history)
+    extra: tuple[str, ...] = ()
+    if history:
+        if server.name != "trio_ws":
+            return {key: {"not_applicable": "no room history"}}
+        extra = ("--history", str(HISTORY_SIZE))
     try:
-        with running(server, "broadcast", config) as proc:
+        with running(server, "broadcast", config, extra) as proc:
             cmd = loadgen_cmd(
                 "broadcast",
                 proc.port,
@@ -345,6 +356,11 @@ def run_broadcast(server: Server, config: Config) -> dict[str, dict[str, Any]]:
     except RuntimeError as exc:
         result = {"error": f"server did not start: {exc}"}
     return {key: result}
+
+
+def broadcast_cell(config: Config, history: bool = False) -> str:
+    key = f"broadcast {config.broadcast_clients} clients"
+    return f"{key}, history {HISTORY_SIZE}" if history else key
 
 
 def run_connrate(server: Server, config: Config) -> dict[str, dict[str, Any]]:
@@ -527,6 +543,7 @@ def run_memory(
 RUNNERS: dict[str, Callable[[Server, Config], dict[str, dict[str, Any]]]] = {
     "echo": run_echo,
     "broadcast": run_broadcast,
+    "broadcast-history": functools.partial(run_broadcast, history=True),
     "connrate": run_connrate,
     **{
         name: functools.partial(run_memory, variant=variant)
@@ -558,8 +575,10 @@ def rows_for(config: Config) -> list[Row]:
                 Row(f"{key} p99 RTT ms", key, "p99_ms", False, "ms"),
                 Row(f"{key} server CPU µs/msg", key, "server_us_per_msg", False, "µs"),
             ]
-    if "broadcast" in config.scenarios:
-        key = f"broadcast {config.broadcast_clients} clients"
+    for scenario, history in (("broadcast", False), ("broadcast-history", True)):
+        if scenario not in config.scenarios:
+            continue
+        key = broadcast_cell(config, history)
         rows += [
             Row(f"{key} deliveries/s", key, "deliveries_per_s", True, "/s"),
             Row(f"{key} fan-out ms", key, "fanout_ms", False, "ms"),
@@ -837,7 +856,12 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=0, help="interleaved passes (1 quick, 3)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per echo cell")
     parser.add_argument("--servers", default="", help="comma-separated subset of servers")
-    parser.add_argument("--scenarios", default="", help=f"subset of {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help=f"subset of {','.join(SCENARIOS)} (all by default), or the opt-in "
+        f"{','.join(OPT_IN_SCENARIOS)}",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--budget",
@@ -851,7 +875,7 @@ def main() -> None:
     config = make_config(args)
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     config.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()] or SCENARIOS
-    unknown = set(config.scenarios) - set(SCENARIOS)
+    unknown = set(config.scenarios) - set(SCENARIOS) - set(OPT_IN_SCENARIOS)
     unknown |= set(wanted) - {s.name for s in SERVERS}
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")

@@ -2,13 +2,17 @@
 
     python benchmarks/trio_ws_server.py --port 9001 --mode echo|broadcast [--host 127.0.0.1]
     python benchmarks/trio_ws_server.py --port 9001 --mode echo --defaults
+    python benchmarks/trio_ws_server.py --port 9001 --mode broadcast --history 1000
 
 echo: every message goes back to its sender. broadcast: every message received from any
 client goes to every connected client (the sender included) through one ``trio_ws.Room``;
 nothing else is sent. Keepalive pings are off and messages up to 32 MiB are accepted, as for
 every server of the suite (benchmarks/servers/). ``--defaults``: keepalive and compression as
 ``trio_ws.WebSocketOptions()`` sets them (pings every 20 s, 20 s pong timeout,
-permessage-deflate accepted), messages still up to 32 MiB.
+permessage-deflate accepted), messages still up to 32 MiB. ``--history N``: the room keeps its
+last N broadcasts (``MemoryHistory(N)``: an offset and an entry per broadcast), so that the
+broadcast scenario measures what history costs on the live path; no envelope (the messages
+stay as the load generator sent them).
 """
 
 from __future__ import annotations
@@ -46,8 +50,13 @@ def main() -> None:
     parser.add_argument(
         "--defaults", action="store_true", help="trio_ws's default keepalive and compression"
     )
+    parser.add_argument(
+        "--history", type=int, default=0, help="broadcast: keep the last N broadcasts (0: off)"
+    )
     args = parser.parse_args()
-    handler = echo if args.mode == "echo" else functools.partial(broadcast, trio_ws.Room())
+    history = trio_ws.MemoryHistory(args.history) if args.history else None
+    room = trio_ws.Room(history=history)
+    handler = echo if args.mode == "echo" else functools.partial(broadcast, room)
     options = DEFAULTS if args.defaults else OPTIONS
     serve = functools.partial(trio_ws.serve_websocket, options=options)
     print(f"trio_ws {args.mode} server on ws://{args.host}:{args.port}/", flush=True)

@@ -22,3 +22,12 @@ def test_every_public_name_is_in_the_api_reference() -> None:
 
 def test_the_reconnect_guide_is_in_the_navigation() -> None:
     assert "reconnect.md" in (ROOT / "mkdocs.yml").read_text()
+
+
+def test_the_reconnects_guide_is_in_the_navigation_and_its_python_compiles() -> None:
+    assert "reconnects.md" in (ROOT / "mkdocs.yml").read_text()
+    page = (ROOT / "docs" / "reconnects.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    assert len(blocks) == 4
+    for block in blocks:
+        compile(block, "reconnects.md", "exec")

@@ -38,9 +38,14 @@ if TYPE_CHECKING:
         require,
     )
     from ._features._backplane import LocalBackplane
-    from ._features._broadcast import Backplane, Room, SlowPolicy
+    from ._features._broadcast import Backplane, Recovery, Room, SlowPolicy
+    from ._features._envelope import json_envelope
+    from ._features._history import Entry, History, MemoryHistory, Position
+    from ._features._presence import MemoryPresence, Presence, PresenceEvent
     from ._features._prometheus import PrometheusCollector, metrics_to_prometheus
     from ._features._redis import RedisBackplane
+    from ._features._redis_history import RedisHistory
+    from ._features._redis_presence import RedisPresence
     from ._features._router import HTTPResult, Router
     from ._features._startup import StartupError, run_main
     from ._features._workers import run_workers, wait_for_stop
@@ -63,12 +68,22 @@ if TYPE_CHECKING:
 #: Where each name that needs Trio comes from (imported by ``__getattr__`` when first used).
 _LAZY = {
     "Backplane": "._features._broadcast",
+    "Entry": "._features._history",
     "HTTPResult": "._features._router",
+    "History": "._features._history",
     "LocalBackplane": "._features._backplane",
+    "MemoryHistory": "._features._history",
+    "MemoryPresence": "._features._presence",
+    "Position": "._features._history",
+    "Presence": "._features._presence",
+    "PresenceEvent": "._features._presence",
     "PrometheusCollector": "._features._prometheus",
     "Reconnect": "._trio",
     "ReconnectAttempt": "._trio",
+    "Recovery": "._features._broadcast",
     "RedisBackplane": "._features._redis",
+    "RedisHistory": "._features._redis_history",
+    "RedisPresence": "._features._redis_presence",
     "Room": "._features._broadcast",
     "Router": "._features._router",
     "SlowPolicy": "._features._broadcast",
@@ -84,6 +99,7 @@ _LAZY = {
     "connect_websocket": "._trio",
     "find_token": "._features._auth",
     "is_retryable": "._trio",
+    "json_envelope": "._features._envelope",
     "metrics_to_prometheus": "._features._prometheus",
     "open_unix_listener": "._trio",
     "open_websocket": "._trio",
@@ -102,19 +118,29 @@ __all__ = [
     "Backplane",
     "ConnectionClosed",
     "ConnectionState",
+    "Entry",
     "HTTPResult",
     "HandshakeError",
     "Headers",
+    "History",
     "LocalBackplane",
     "LocalProtocolError",
+    "MemoryHistory",
+    "MemoryPresence",
     "Metrics",
     "PerMessageDeflate",
+    "Position",
+    "Presence",
+    "PresenceEvent",
     "PrometheusCollector",
     "ProtocolError",
     "Reconnect",
     "ReconnectAttempt",
+    "Recovery",
     "RedirectError",
     "RedisBackplane",
+    "RedisHistory",
+    "RedisPresence",
     "Request",
     "Room",
     "Router",
@@ -132,6 +158,7 @@ __all__ = [
     "connect_websocket",
     "find_token",
     "is_retryable",
+    "json_envelope",
     "metrics_to_prometheus",
     "open_unix_listener",
     "open_websocket",

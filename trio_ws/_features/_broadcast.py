@@ -9,21 +9,52 @@ encoded alike (``Outbox.shared_key``) share one encoded frame.
 A room with a ``backplane`` (see ``trio_ws._features._backplane``) also hands each broadcast
 to it, so that the members of the room of the same name in other processes get it; the
 backplane calls ``deliver()`` with what other processes broadcast.
+
+A room with ``history`` (``_history``) gives each broadcast an offset and keeps the recent ones,
+so that ``join(ws, since=position)`` replays what a reconnecting client missed; a member being
+replayed to holds its live messages in order until the replay is through. Members may have an
+identity (``_presence``), counted per connection, with join and leave notifications.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
+import logging
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 import attrs
+import trio
 
 from .._trio import Offer, WebSocketConnection
+from ._envelope import Envelope
+from ._history import Entry, History, Position
+from ._presence import MemoryPresence, Presence, PresenceEvent
 
-__all__ = ["Backplane", "Room", "SlowPolicy"]
+__all__ = ["Backplane", "Recovery", "Room", "SlowPolicy"]
+
+logger = logging.getLogger("trio_ws")
+
+
+@attrs.define(slots=True, eq=False)
+class _CatchUp:
+    """A member being replayed to: what it has still to be sent, in order."""
+
+    #: ``(offset, wire message)`` pairs: the replay, then the live messages held meanwhile.
+    pending: collections.deque[tuple[int, str | bytes]] = attrs.field(factory=collections.deque)
+    #: Live messages up to this offset are not held: the client has them.
+    floor: int = 0
+    #: Set when a live message comes (or the member leaves), for a replay waiting for one.
+    arrived: trio.Event | None = None
+
+    def hold(self, offset: int, message: str | bytes) -> None:
+        if offset > self.floor:
+            self.pending.append((offset, message))
+        if self.arrived is not None:
+            self.arrived.set()
 
 
 class Backplane(Protocol):
@@ -39,7 +70,23 @@ class Backplane(Protocol):
 @attrs.define(slots=True)
 class _Member:
     leave: Callable[[], None]  # cancels the connection's close callback
+    identity: str | None = None  # for presence
     dropped: int = 0  # messages dropped for this member
+
+
+@attrs.frozen
+class Recovery:
+    """What ``Room.join()`` did: whether the member got everything it missed."""
+
+    #: True if every message after ``since`` was replayed (none lost); False if there was no
+    #: ``since``, no history, or the position could not be resumed from (another epoch, or too
+    #: old for the history's bounds): then the app should reload the client's state.
+    recovered: bool
+    #: How many messages from the history were replayed to the member.
+    replayed: int
+    #: The room's position once the member is live (None for a room without history): the
+    #: member has been sent everything up to it.
+    position: Position | None
 
 
 class SlowPolicy(enum.Enum):
@@ -59,6 +106,17 @@ class Room:
 
     With ``backplane`` (e.g. a ``RedisBackplane``), ``broadcast()`` also reaches the members of
     the room called ``name`` in every other process on that backplane.
+
+    With ``history`` (e.g. ``MemoryHistory(size=1000, ttl=300)``), each message the room
+    delivers gets the next offset and is kept within the history's bounds, and
+    ``await join(ws, since=position)`` replays what a client missed. ``envelope(message,
+    position)`` (e.g. ``json_envelope``) makes what members receive, once per broadcast; it
+    needs ``history``. Without history, nothing of this costs anything per broadcast.
+
+    ``presence`` counts the identities of members (``MemoryPresence()`` by default);
+    ``on_presence(callback)`` reports joins and leaves. ``catch_up_limit`` (a count) is how many
+    live messages a member being replayed to may have waiting; beyond, the ``policy`` applies.
+    Raises ValueError for an ``envelope`` without ``history``.
     """
 
     def __init__(
@@ -69,14 +127,31 @@ class Room:
         close_reason: str = "too slow to keep up",
         name: str = "",
         backplane: Backplane | None = None,
+        history: History | None = None,
+        envelope: Envelope | None = None,
+        presence: Presence | None = None,
+        catch_up_limit: int = 10_000,
     ) -> None:
+        if envelope is not None and history is None:
+            raise ValueError("an envelope needs a history (it carries the offset)")
         #: The room's name on its backplane (rooms of the same name in other processes).
         self.name = name
         self.backplane = backplane
         self.policy = SlowPolicy(policy)
         self.close_code = close_code
         self.close_reason = close_reason
+        #: Where the room keeps its recent broadcasts (None: no history).
+        self.history = history
+        #: Makes what members receive from a broadcast and its position (None: the message).
+        self.envelope = envelope
+        #: Where the room counts its members' identities.
+        self.presence_store: Presence = MemoryPresence() if presence is None else presence
+        #: Live messages a member being replayed to may have waiting (a count); beyond, the
+        #: ``policy`` applies to it.
+        self.catch_up_limit = catch_up_limit
         self._members: dict[WebSocketConnection, _Member] = {}
+        self._replaying: dict[WebSocketConnection, _CatchUp] = {}
+        self._presence_callbacks: dict[object, Callable[[PresenceEvent], object]] = {}
         #: Messages dropped for slow members since the room was made (each is also counted in
         #: the member's server ``Metrics``, ``room_dropped``, as are ``closed_slow``).
         self.dropped = 0
@@ -84,6 +159,10 @@ class Room:
         self.closed_slow = 0
         if backplane is not None:
             backplane.attach(self)
+        for store in (history, presence):
+            attach = getattr(store, "attach", None)
+            if attach is not None:
+                attach(self)  # a store that reports to the room itself (RedisHistory...)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -94,26 +173,170 @@ class Room:
     def __iter__(self) -> Iterator[WebSocketConnection]:
         return iter(list(self._members))
 
-    def add(self, ws: WebSocketConnection) -> None:
-        """Add a member; it is removed when its connection closes."""
+    def add(self, ws: WebSocketConnection, *, identity: str | None = None) -> None:
+        """Add a member, with an ``identity`` for presence if given; it is removed when its
+        connection closes. Nothing happens if it is a member already or closed."""
         if ws in self._members or ws.closed:
             return
-        self._members[ws] = _Member(ws.on_close(functools.partial(self._members.pop, ws, None)))
+        self._members[ws] = _Member(ws.on_close(functools.partial(self._closed, ws)), identity)
+        if identity is not None:
+            count = self.presence_store.add(identity)
+            if count is not None:
+                self._notify(PresenceEvent(identity, True, count, ws))
 
     def discard(self, ws: WebSocketConnection) -> None:
         """Remove a member, if it is one; nothing of its membership stays behind."""
         member = self._members.pop(ws, None)
         if member is not None:
             member.leave()
+            self._gone(ws, member)
+
+    def _closed(self, ws: WebSocketConnection) -> None:
+        member = self._members.pop(ws, None)
+        if member is not None:
+            self._gone(ws, member)
+
+    def _gone(self, ws: WebSocketConnection, member: _Member) -> None:
+        catch_up = self._replaying.pop(ws, None)
+        if catch_up is not None and catch_up.arrived is not None:
+            catch_up.arrived.set()  # its replay stops waiting
+        if member.identity is not None:
+            count = self.presence_store.remove(member.identity)
+            if count is not None:
+                self._notify(PresenceEvent(member.identity, False, count, ws))
 
     @contextmanager
-    def joined(self, ws: WebSocketConnection) -> Iterator[Room]:
-        """``with room.joined(ws):`` membership for the block."""
-        self.add(ws)
+    def joined(self, ws: WebSocketConnection, *, identity: str | None = None) -> Iterator[Room]:
+        """``with room.joined(ws):`` membership for the block (``add()``, then ``discard()``)."""
+        self.add(ws, identity=identity)
         try:
             yield self
         finally:
             self.discard(ws)
+
+    async def join(
+        self,
+        ws: WebSocketConnection,
+        *,
+        since: Position | None = None,
+        identity: str | None = None,
+    ) -> Recovery:
+        """Add a member and send it every message after ``since`` (where the client was).
+
+        Returns once the member has been sent (written or queued) all it missed, in order,
+        and gets the live broadcasts: those made meanwhile come after the replay, each once.
+        ``Recovery.recovered`` is False if that was not possible (no ``since``, no history,
+        another epoch, or an offset too old for the history's bounds): then the member is
+        live at once and the app should reload the client's state. Waits only while the
+        member's outgoing queue is full, and for a shared history store (``RedisHistory``):
+        its answer, and this process to deliver the client's offset if the client saw it
+        through another process. Raises ValueError if ``ws`` is a member already, and
+        what the history store's ``since()`` raises (a shared store that cannot reach its
+        server). A member that closes, fails or is cancelled during its replay leaves the room.
+        """
+        if ws in self._members:
+            raise ValueError("this connection is a member of the room already")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        history = self.history
+        if since is None or history is None or ws.closed:
+            self.add(ws, identity=identity)
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a member now: no way back
+            return Recovery(False, 0, None if history is None else history.position())
+        # Live messages are held from now on, while the history is read and replayed.
+        catch_up = _CatchUp()
+        self._replaying[ws] = catch_up
+        self.add(ws, identity=identity)
+        try:
+            entries = await history.since(since)
+            if self._replaying.get(ws) is not catch_up:
+                return Recovery(False, 0, history.position())  # it left meanwhile
+            until = 0
+            if entries is not None:
+                top = history.position().offset
+                if entries and entries[-1].offset > top:
+                    # A shared store's newest entries are not delivered here yet: they will
+                    # be, to this member too, as live messages.
+                    entries = [entry for entry in entries if entry.offset <= top]
+                # The replay, then what came meanwhile and is not in it; and the client's
+                # own position may be ahead of this process (a shared store): wait for it.
+                seen = entries[-1].offset if entries else since.offset
+                held = catch_up.pending
+                catch_up.pending = collections.deque((e.offset, self._wire(e)) for e in entries)
+                catch_up.pending.extend(item for item in held if item[0] > seen)
+                catch_up.floor = until = seen
+            await self._send_pending(ws, catch_up, history, until)
+        finally:
+            if self._replaying.get(ws) is catch_up:
+                self.discard(ws)  # cancelled or failed halfway: it must not stay behind
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return Recovery(entries is not None, len(entries or ()), history.position())
+
+    async def _send_pending(
+        self, ws: WebSocketConnection, catch_up: _CatchUp, history: History, until: int
+    ) -> None:
+        """Offer the member's held messages in order, waiting while its queue is full, until
+        this process has delivered offset ``until``; then it is live (broadcasts go to its
+        outbox directly)."""
+        outbox = ws.outbox
+        while True:
+            pending = catch_up.pending
+            while pending:
+                result = outbox.offer(pending[0][1])
+                if result is Offer.FULL:
+                    await outbox.wait()
+                    if self._replaying.get(ws) is not catch_up:
+                        return  # it left
+                elif result is Offer.CLOSED:
+                    self.discard(ws)
+                    return
+                else:
+                    pending.popleft()
+            if history.position().offset >= until:
+                break
+            catch_up.arrived = trio.Event()
+            await catch_up.arrived.wait()
+            catch_up.arrived = None
+            if self._replaying.get(ws) is not catch_up:
+                return  # it left
+        del self._replaying[ws]
+
+    def position(self) -> Position | None:
+        """The epoch and the offset of the room's last broadcast (None without history)."""
+        return None if self.history is None else self.history.position()
+
+    async def presence(self) -> dict[str, int]:
+        """Every identity in the room and how many connections it has (in every process
+        when the presence store is shared)."""
+        return await self.presence_store.snapshot()
+
+    def on_presence(self, callback: Callable[[PresenceEvent], object]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every join and leave of a member with an identity;
+        returns a function that stops it.
+
+        The callback runs at once, in the task that made the change (a handler, or
+        ``broadcast()`` dropping a closed member): it must not block. To handle events in a
+        task of your own, pass them on, e.g. with a memory channel's ``send_nowait()``. An
+        exception it raises is logged and ignored.
+        """
+        key = object()
+        self._presence_callbacks[key] = callback
+
+        def cancel() -> None:
+            self._presence_callbacks.pop(key, None)
+
+        return cancel
+
+    def deliver_presence(self, event: PresenceEvent) -> None:
+        """Report ``event`` to the ``on_presence`` callbacks (a shared presence store reports
+        other processes' members with this)."""
+        self._notify(event)
+
+    def _notify(self, event: PresenceEvent) -> None:
+        for callback in list(self._presence_callbacks.values()):
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("presence callback %r failed", callback)
 
     def dropped_for(self, ws: WebSocketConnection) -> int:
         """Messages dropped for this member so far."""
@@ -132,13 +355,47 @@ class Room:
         return delivered
 
     def deliver(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
-        """``broadcast()`` to this process's members only (a backplane delivers with this)."""
+        """``broadcast()`` to this process's members only (a backplane delivers with this).
+
+        With history, the message is recorded first and gets the next offset (a shared
+        history store may deliver it later, itself: then this returns 0)."""
+        history = self.history
+        if history is not None:
+            entry = history.append(message)
+            return 0 if entry is None else self.deliver_entry(entry, exclude=exclude)
+        return self._fan_out(message, exclude, 0)
+
+    def deliver_entry(self, entry: Entry, *, exclude: WebSocketConnection | None = None) -> int:
+        """Deliver a message already recorded in the room's history (a history store that
+        gives offsets itself, e.g. from Redis, delivers with this)."""
+        return self._fan_out(self._wire(entry), exclude, entry.offset)
+
+    def _wire(self, entry: Entry) -> str | bytes:
+        """What members receive for ``entry``: its message, or its envelope."""
+        envelope = self.envelope
+        if envelope is None or self.history is None:
+            return entry.message
+        return envelope(entry.message, Position(self.history.epoch, entry.offset))
+
+    def _fan_out(
+        self, message: str | bytes, exclude: WebSocketConnection | None, offset: int
+    ) -> int:
+        """Offer ``message`` (with its ``offset``, 0 without history) to every member."""
+        replaying = self._replaying
         # One encoding per shared_key, with its compressed payload size (0: not compressed).
         frames: dict[Hashable, tuple[bytes, int]] = {}
         size = -1  # the payload size, once a shared frame needs it counted
         delivered = 0
         for ws in list(self._members):
             if ws is exclude:
+                continue
+            if replaying and ws in replaying:
+                catch_up = replaying[ws]  # held until its replay is through
+                if len(catch_up.pending) >= self.catch_up_limit:
+                    self._slow(ws)
+                else:
+                    catch_up.hold(offset, message)
+                    delivered += 1
                 continue
             outbox = ws.outbox
             key = outbox.shared_key

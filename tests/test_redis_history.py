@@ -1,0 +1,225 @@
+"""RedisHistory: one room's history shared by several processes through a Redis Stream.
+
+Two ``RedisHistory`` objects in one test stand for two processes: each has its own Redis
+connections and its own room, as separate processes would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_history import resume_url, since_of, unwrap
+from test_redis import FAST, RedisServer, _need_redis, free_port
+
+import trio_ws
+from trio_ws.testing import MemoryServer, open_memory_server
+
+NO_PINGS = trio_ws.WebSocketOptions(ping_interval=None, close_timeout=1.0)
+TIMEOUT = 20.0
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    _need_redis()
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_history(url: str, name: str = "chat", **options: Any) -> Any:
+    from trio_ws._features._redis_history import RedisHistory
+
+    return RedisHistory(url, name, **{**FAST, **options})
+
+
+@asynccontextmanager
+async def process(
+    history: Any,
+) -> AsyncIterator[tuple[trio_ws.Room, MemoryServer, list[trio_ws.Recovery]]]:
+    """A "process": its room on ``history``, connected, and a server whose clients join it."""
+    room = trio_ws.Room(history=history, envelope=trio_ws.json_envelope)
+    recoveries: list[trio_ws.Recovery] = []
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        recoveries.append(await room.join(ws, since=since_of(request.query)))
+        async for _ in ws:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(history.run)
+        await history.wait_connected()
+        async with open_memory_server(handler, options=NO_PINGS) as server:
+            yield room, server, recoveries
+        nursery.cancel_scope.cancel()
+
+
+async def wait_joined(recoveries: list[trio_ws.Recovery], count: int) -> None:
+    while len(recoveries) < count:
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_every_process_delivers_the_same_offsets(redis: RedisServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            process(redis_history(redis.url)) as (room_a, server_a, joined_a),
+            process(redis_history(redis.url)) as (room_b, server_b, joined_b),
+        ):
+            async with server_a.connect("/") as a, server_b.connect("/") as b:
+                await wait_joined(joined_a, 1)
+                await wait_joined(joined_b, 1)
+                assert room_a.broadcast("m1") == 0  # delivered when it comes back from Redis
+                room_b.broadcast("m2")
+                room_a.broadcast("m3")
+                got_a = [unwrap(await a.receive()) for _ in range(3)]
+                got_b = [unwrap(await b.receive()) for _ in range(3)]
+                assert got_a == got_b
+                assert [offset for offset, _ in got_a] == [1, 2, 3]
+                assert sorted(data for _, data in got_a) == ["m1", "m2", "m3"]
+                assert room_a.position() == room_b.position()
+
+
+async def test_a_client_resumes_through_another_process(redis: RedisServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            process(redis_history(redis.url)) as (room_a, server_a, _),
+            process(redis_history(redis.url)) as (_, server_b, joined_b),
+        ):
+            async with server_a.connect("/") as ws:
+                room_a.broadcast("m1")
+                room_a.broadcast("m2")
+                assert [unwrap(await ws.receive()) for _ in range(2)] == [(1, "m1"), (2, "m2")]
+                position = room_a.position()
+                assert position is not None
+            async with server_a.connect("/") as watcher:  # to know when m3 and m4 are out
+                room_a.broadcast("m3")
+                room_a.broadcast("m4")
+                assert [unwrap(await watcher.receive())[0] for _ in range(2)] == [3, 4]
+            async with server_b.connect(resume_url(position)) as ws:
+                await wait_joined(joined_b, 1)
+                assert joined_b[0].recovered
+                room_a.broadcast("m5")
+                got = [unwrap(await ws.receive()) for _ in range(3)]
+                assert got == [(3, "m3"), (4, "m4"), (5, "m5")]
+
+
+async def test_too_old_and_lost_history_are_refused(redis: RedisServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, size=3)) as (room, server, recoveries):
+            async with server.connect("/") as watcher:
+                for i in range(1, 6):
+                    room.broadcast(f"m{i}")
+                assert [unwrap(await watcher.receive())[0] for _ in range(5)] == [1, 2, 3, 4, 5]
+                old = room.position()
+                assert old is not None
+                # Kept: 3, 4, 5. After 1, 3 is missing; after 2, nothing is.
+                async with server.connect(resume_url(trio_ws.Position(old.epoch, 1))):
+                    await wait_joined(recoveries, 2)
+                    assert not recoveries[1].recovered
+                async with server.connect(resume_url(trio_ws.Position(old.epoch, 2))) as ws:
+                    await wait_joined(recoveries, 3)
+                    assert recoveries[2].recovered and recoveries[2].replayed == 3
+                    assert [unwrap(await ws.receive())[0] for _ in range(3)] == [3, 4, 5]
+                # Redis loses everything (a restart without persistence): a new epoch.
+                import coredis
+
+                async with coredis.Redis.from_url(redis.url) as client:
+                    await client.flushall()
+                room.broadcast("after")
+                assert unwrap(await watcher.receive()) == (1, "after")
+                new = room.position()
+                assert new is not None and new.epoch != old.epoch
+                async with server.connect(resume_url(old)):
+                    await wait_joined(recoveries, 4)
+                    assert not recoveries[3].recovered
+
+
+@pytest.mark.parametrize("history_lost", [False, True])
+async def test_a_process_that_was_away_delivers_what_it_missed(
+    redis: RedisServer, history_lost: bool
+) -> None:
+    """When its Redis connection comes back, a process reads what was published meanwhile from
+    the stream and delivers it to its members, in order, before the live messages; from the
+    start of a new epoch if Redis lost the history meanwhile."""
+    history_a = redis_history(redis.url)
+    room_a = trio_ws.Room(history=history_a, envelope=trio_ws.json_envelope)
+    scopes: list[trio.CancelScope] = []
+
+    async def run_a() -> None:
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            await history_a.run()
+
+    async def member(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await room_a.join(ws)
+        async for _ in ws:
+            pass
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            trio.open_nursery() as nursery,
+            open_memory_server(member, options=NO_PINGS) as server_a,
+            process(redis_history(redis.url)) as (room_b, server_b, joined_b),
+        ):
+            nursery.start_soon(run_a)
+            await history_a.wait_connected()
+            async with server_a.connect("/") as a, server_b.connect("/") as b:
+                await wait_joined(joined_b, 1)
+                while len(room_a) < 1:
+                    await trio.testing.wait_all_tasks_blocked()
+                room_b.broadcast("m1")
+                assert unwrap(await a.receive()) == (1, "m1")
+                assert unwrap(await b.receive()) == (1, "m1")
+                scopes[0].cancel()  # process A loses Redis
+                while history_a.connected:
+                    await trio.testing.wait_all_tasks_blocked()
+                if history_lost:
+                    import coredis
+
+                    async with coredis.Redis.from_url(redis.url) as client:
+                        await client.flushall()
+                first = 1 if history_lost else 2  # m2's offset
+                room_b.broadcast("m2")
+                room_b.broadcast("m3")
+                assert [unwrap(await b.receive())[0] for _ in range(2)] == [first, first + 1]
+                nursery.start_soon(run_a)  # back
+                await history_a.wait_connected()
+                room_b.broadcast("m4")
+                got = [unwrap(await a.receive()) for _ in range(3)]
+                assert got == [(first, "m2"), (first + 1, "m3"), (first + 2, "m4")]
+                assert history_a.delivered == 4
+                assert history_a.missed == 0
+                assert room_a.position() == room_b.position()
+            nursery.cancel_scope.cancel()
+
+
+async def test_entries_older_than_the_ttl_are_gone(redis: RedisServer) -> None:
+    """A message recorded long ago (its stream ID says 1970) is past a 60 s ttl: resuming
+    from before it is refused; from after it works."""
+    import coredis
+
+    async with coredis.Redis.from_url(redis.url) as client:
+        await client.hset("trio_ws:chat:meta", {"epoch": "E", "offset": 1})
+        await client.xadd(
+            "trio_ws:chat:stream", {"o": 1, "k": "1", "d": "ancient"}, identifier="1000-0"
+        )
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, ttl=60)) as (room, server, recoveries):
+            assert room.position() == trio_ws.Position("E", 1)
+            async with server.connect(resume_url(trio_ws.Position("E", 0))):
+                await wait_joined(recoveries, 1)
+                assert not recoveries[0].recovered  # "ancient" expired
+            async with server.connect(resume_url(trio_ws.Position("E", 1))) as ws:
+                await wait_joined(recoveries, 2)
+                assert recoveries[1].recovered and recoveries[1].replayed == 0
+                room.broadcast("new")
+                assert unwrap(await ws.receive()) == (2, "new")

@@ -1,0 +1,308 @@
+"""``RedisHistory``: one room's history in a Redis Stream, shared by every process.
+
+Needs the ``redis`` extra (coredis) and Redis 6.2 or later (``XTRIM MINID``).
+
+Keys, for the room ``name``: the stream ``prefix + name + ":stream"`` (one entry per message:
+offset, kind, payload; the stream ID's milliseconds are its time), the hash
+``prefix + name + ":meta"`` (``epoch``, and ``offset``, the last one given), and the channel
+``prefix + name + ":entries"``.
+
+``append()`` queues the message and returns None: a publisher task runs one Lua script per
+batch, which gives each message the next offset (``HINCRBY``), adds it to the stream
+(``XADD ... MAXLEN size``; ``XTRIM ... MINID`` for ``ttl``) and publishes the batch with its
+offsets, atomically. Every process, this one included, delivers what the channel brings to its
+room with ``Room.deliver_entry()``, in offset order: offsets are the same everywhere, so a
+client may resume through any process. The epoch lives in the hash: when Redis loses the room's
+keys (a restart without persistence), the next append starts a new epoch from offset 1, and
+positions of the old one are refused.
+
+After each (re)connection, the subscriber first reads what it missed from the stream, then
+delivers from the channel (skipping offsets it has delivered): a short Redis outage costs
+members nothing that the history still holds. While Redis is unreachable, ``append()`` drops
+the message (``dropped``) and ``since()`` answers None (the client reloads).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._history import Entry, Position, new_epoch
+from ._redis import _describe
+from ._redis_store import RedisStore
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["RedisHistory"]
+
+logger = logging.getLogger("trio_ws")
+
+_BINARY, _TEXT = b"0", b"1"
+
+# KEYS: stream, meta. ARGV: a new epoch, size, ttl (ms, 0: none), channel, then kind and
+# payload per message. Publishes: epoch "\n", then per message "offset ms kind length\n" payload.
+_APPEND = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
+end
+local parts = {epoch, '\\n'}
+for i = 5, #ARGV, 2 do
+  local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'o', offset, 'k', ARGV[i],
+    'd', ARGV[i + 1])
+  local ms = string.match(id, '^(%d+)')
+  table.insert(parts, offset .. ' ' .. ms .. ' ' .. ARGV[i] .. ' ' .. #ARGV[i + 1] .. '\\n')
+  table.insert(parts, ARGV[i + 1])
+end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', ms - ttl)
+end
+redis.call('PUBLISH', ARGV[4], table.concat(parts))
+return epoch
+"""
+
+# KEYS: stream, meta. ARGV: ttl (ms, 0: none), an offset, size. Returns {} (no epoch yet) or
+# {epoch, last offset, the entries after that offset, newest first}: the stream's last
+# (last - offset) entries, since offsets are consecutive, or none if that is more than size.
+_READ = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then return {} end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', ms - ttl)
+end
+local last = tonumber(redis.call('HGET', KEYS[2], 'offset'))
+local count = last - tonumber(ARGV[2])
+if count <= 0 or count > tonumber(ARGV[3]) then return {epoch, last, {}} end
+return {epoch, last, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', count)}
+"""
+
+
+class RedisHistory(RedisStore):
+    """A room's history in Redis, shared by the rooms of that ``name`` in every process.
+
+    ::
+
+        history = RedisHistory("redis://127.0.0.1:6379", "chat", size=1000, ttl=300)
+        room = Room(history=history, envelope=json_envelope)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(history.run)
+            ...
+
+    The room needs no backplane: the history carries its broadcasts to every process (see the
+    module docstring). ``size`` (a count) and ``ttl`` (seconds, on Redis's clock; None: no age
+    limit) bound the stream. ``run()`` stays connected, reconnecting with backoff from
+    ``backoff_initial`` to ``backoff_max`` seconds. Raises ValueError for a ``size`` below 1
+    or a ``ttl`` not above 0; ImportError without coredis.
+    """
+
+    kind = "history"
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        size: int = 1000,
+        ttl: float | None = None,
+        prefix: str = "trio_ws:",
+        queue_size: int = 10_000,
+        max_batch: int = 1000,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 10.0,
+        ping_interval: float = 5.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"history size must be at least 1, not {size}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"history ttl must be above 0 seconds, not {ttl}")
+        base = prefix + name
+        super().__init__(
+            url,
+            name,
+            f"{base}:entries",
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            ping_interval=ping_interval,
+        )
+        #: How many messages the stream keeps at most.
+        self.size = size
+        #: How long, in seconds, the stream keeps a message at most (None: no age limit).
+        self.ttl = ttl
+        #: Most messages appended with one script call.
+        self.max_batch = max_batch
+        self._stream, self._meta = f"{base}:stream", f"{base}:meta"
+        self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
+        self._epoch = ""  # the epoch of the last entry delivered ("": none yet)
+        self._last = 0  # the offset of the last entry delivered
+        #: Messages dropped: Redis unreachable, or the queue towards it full.
+        self.dropped = 0
+        #: Entries delivered to the room (from any process).
+        self.delivered = 0
+        #: Entries this process never delivered: gone from the stream before it could read
+        #: them back after an outage (or lost on the channel).
+        self.missed = 0
+
+    # The History protocol ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the last entry delivered here ("" before the first)."""
+        return self._epoch
+
+    def append(self, message: str | bytes) -> None:
+        """Queue ``message`` for Redis; it is delivered when it comes back with its offset."""
+        if self._client is None:
+            self.dropped += 1
+            return
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.dropped += 1
+
+    def position(self) -> Position:
+        """The epoch and offset of the last entry delivered here."""
+        return Position(self._epoch, self._last)
+
+    async def since(self, position: Position) -> list[Entry] | None:
+        """The entries after ``position`` from Redis; None if it cannot give them all, or
+        cannot be reached."""
+        client = self._client
+        if client is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        if position.offset < 0:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            epoch, last, entries = await self._read(client, position.offset)
+        except Exception as exc:
+            logger.debug("Redis history %s: cannot read (%s)", self.name, _describe(exc))
+            return None
+        if epoch != position.epoch or position.offset > last:
+            return None
+        if len(entries) < last - position.offset:
+            return None  # some are gone (count or age)
+        return entries
+
+    # Connection ------------------------------------------------------------------------------
+
+    async def _start(self, client: coredis.Redis[bytes]) -> None:
+        """What was missed while away, before the channel (which holds what comes now)."""
+        epoch, last, entries = await self._read(client, self._last)
+        if not self._epoch:
+            self._epoch, self._last = epoch, last  # the first time: from now on
+        elif epoch:
+            if epoch != self._epoch:  # Redis lost the history: all of the new one
+                epoch, last, entries = await self._read(client, 0)
+            self._deliver(epoch, entries)
+
+    def _tasks(self, nursery: trio.Nursery, client: coredis.Redis[bytes]) -> None:
+        nursery.start_soon(self._publisher, client)
+
+    def _lost(self) -> None:
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self.dropped += 1
+
+    async def _read(self, client: coredis.Redis[bytes], after: int) -> tuple[str, int, list[Entry]]:
+        """The epoch ("" if none yet), the last offset given, and the entries after ``after``
+        that the stream still has, oldest first (none if more than ``size`` came since)."""
+        reply: Any = await client.eval(
+            _READ, keys=[self._stream, self._meta], args=[self._ttl_ms, after, self.size]
+        )
+        if not reply:
+            return "", 0, []
+        epoch, last, raw = reply
+        entries = []
+        for stream_id, fields in reversed(raw):
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            ms = int(stream_id.split(b"-")[0])
+            entries.append(_entry(int(values[b"o"]), ms, values[b"k"], values[b"d"]))
+        return epoch.decode(), int(last), entries
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        receive = self._receive
+        while True:
+            batch = [await receive.receive()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            args: list[str | bytes | int] = [new_epoch(), self.size, self._ttl_ms, self._channel]
+            for message in batch:
+                if isinstance(message, str):
+                    args += [_TEXT, message.encode("utf-8")]
+                else:
+                    args += [_BINARY, message]
+            await client.eval(_APPEND, keys=[self._stream, self._meta], args=args)
+
+    def _received(self, data: bytes) -> None:
+        self._deliver(*_decode(data))
+
+    def _deliver(self, epoch: str, entries: list[Entry]) -> None:
+        """Deliver the entries not delivered yet, in order; a new epoch starts afresh."""
+        if epoch != self._epoch:
+            if self._epoch:
+                logger.warning("Redis history %s: history lost, new epoch", self.name)
+            self._epoch, self._last = epoch, 0
+        room = self._room
+        for entry in entries:
+            if entry.offset <= self._last:
+                continue  # delivered already (read after reconnecting, then published)
+            if entry.offset > self._last + 1:
+                self.missed += entry.offset - self._last - 1
+                logger.warning(
+                    "Redis history %s: %d messages gone before they could be delivered",
+                    self.name,
+                    entry.offset - self._last - 1,
+                )
+            self._last = entry.offset
+            self.delivered += 1
+            if room is not None:
+                room.deliver_entry(entry)
+
+
+def _entry(offset: int, ms: int, kind: bytes, payload: bytes) -> Entry:
+    message: str | bytes = payload.decode("utf-8") if kind == _TEXT else payload
+    return Entry(offset, message, ms / 1000)
+
+
+def _decode(data: bytes) -> tuple[str, list[Entry]]:
+    """The epoch and entries of a message the append script published."""
+    newline = data.find(b"\n")
+    if newline < 0:
+        raise ValueError("no epoch")
+    epoch = data[:newline].decode()
+    entries = []
+    at = newline + 1
+    while at < len(data):
+        end = data.find(b"\n", at)
+        if end < 0:
+            raise ValueError("truncated entry head")
+        offset, ms, kind, length = data[at:end].split(b" ")
+        at = end + 1 + int(length)
+        if at > len(data):
+            raise ValueError("truncated entry")
+        entries.append(_entry(int(offset), int(ms), kind, data[end + 1 : at]))
+    return epoch, entries
