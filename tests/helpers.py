@@ -368,3 +368,12 @@ async def raw_server(script: Callable[[RawPeer], Awaitable[None]]) -> AsyncItera
             yield port
         finally:
             nursery.cancel_scope.cancel()
+
+
+def drained(conn: trio_ws.protocol.Connection, *_calls: None) -> bytes:
+    """Everything ``conn`` queued to write, joined: ``b"".join(conn.data_to_send())``.
+
+    Pass the calls that queue it as arguments, which run first:
+    ``drained(client, client.send_message("hi"))`` is the bytes of that message.
+    """
+    return b"".join(conn.data_to_send())

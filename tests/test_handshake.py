@@ -10,10 +10,11 @@ from urllib.parse import unquote
 
 import h11
 import pytest
+from helpers import drained
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_ws.protocol._connection import (
+from trio_ws.protocol import (
     Connection,
     ConnectionState,
     Message,
@@ -236,9 +237,9 @@ def test_plain_get_through_connection() -> None:
     assert event.request.is_upgrade is False
     assert event.request.path == "/health"
     with pytest.raises(HandshakeError):
-        conn.accept()
+        drained(conn, conn.accept())
     assert conn.state is ConnectionState.CONNECTING
-    status, _, body, _ = parse_response(conn.reject(200, body=b"ok"))
+    status, _, body, _ = parse_response(drained(conn, conn.reject(200, body=b"ok")))
     assert (status, body) == (200, b"ok")
     assert conn.state is ConnectionState.CLOSED
 
@@ -389,14 +390,16 @@ def test_subprotocol_not_offered_refused(choice: str) -> None:
 def test_subprotocol_through_connection() -> None:
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    request = client.initiate("example.com", "/", subprotocols=["chat", "superchat"])
+    request = drained(
+        client, client.initiate("example.com", "/", subprotocols=["chat", "superchat"])
+    )
     [event] = server.receive_data(request)
     assert isinstance(event, RequestReceived)
     assert event.request.subprotocols == ("chat", "superchat")
     with pytest.raises(ValueError):
-        server.accept(subprotocol="nope")
+        drained(server, server.accept(subprotocol="nope"))
     assert server.state is ConnectionState.CONNECTING
-    [event] = client.receive_data(server.accept(subprotocol="superchat"))
+    [event] = client.receive_data(drained(server, server.accept(subprotocol="superchat")))
     assert isinstance(event, ResponseReceived)
     assert event.response.subprotocol == "superchat"
     assert (client.subprotocol, server.subprotocol) == ("superchat", "superchat")
@@ -469,7 +472,7 @@ def test_reject_after_a_bad_request(data: bytes) -> None:
     with pytest.raises(HandshakeError) as info:
         conn.receive_data(data)
     err = info.value
-    response = conn.reject(err.status, err.headers, err.message.encode())
+    response = drained(conn, conn.reject(err.status, err.headers, err.message.encode()))
     assert conn.state is ConnectionState.CLOSED
     status, headers, body, _ = parse_response(response)
     assert status == err.status
@@ -482,7 +485,9 @@ def test_reject_with_426_and_version_header() -> None:
     conn = Connection(Role.SERVER)
     with pytest.raises(HandshakeError) as info:
         conn.receive_data(make_request(replace={"Sec-WebSocket-Version": "8"}))
-    status, headers, _, _ = parse_response(conn.reject(info.value.status, info.value.headers))
+    status, headers, _, _ = parse_response(
+        drained(conn, conn.reject(info.value.status, info.value.headers))
+    )
     assert status == 426
     assert ("sec-websocket-version", "13") in headers
 
@@ -508,12 +513,12 @@ def test_frames_in_same_packet_as_request_parsed_after_accept() -> None:
     # Through the connection: nothing is parsed before accept(), then receive_data(b"").
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    request = client.initiate("example.com", "/")
+    request = drained(client, client.initiate("example.com", "/"))
     partial = encode_frame(Opcode.TEXT, b"partial", mask=MASK)[:9]
     events = server.receive_data(request + frames + partial)
     assert len(events) == 1
     assert isinstance(events[0], RequestReceived)
-    server.accept()
+    drained(server, server.accept())
     assert server.state is ConnectionState.OPEN
     assert server.receive_data(b"") == [Message("early"), Message(b"\x01\x02")]
     # A partial frame stays buffered until the rest arrives.
@@ -730,7 +735,7 @@ def test_subprotocol_offered_and_chosen() -> None:
 
 def test_extension_not_offered() -> None:
     conn = Connection(Role.CLIENT)
-    conn.initiate("example.com", "/")
+    drained(conn, conn.initiate("example.com", "/"))
     key = conn.request_headers["sec-websocket-key"]
     data = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -741,7 +746,7 @@ def test_extension_not_offered() -> None:
         conn.receive_data(data)
     assert conn.state is ConnectionState.CLOSED
     with pytest.raises(LocalProtocolError):
-        conn.send_message("x")
+        drained(conn, conn.send_message("x"))
 
 
 def test_non_101_response() -> None:
@@ -780,7 +785,7 @@ def test_non_101_response_body_is_not_buffered_past_the_limit() -> None:
 
 def test_non_101_response_through_connection() -> None:
     conn = Connection(Role.CLIENT)
-    conn.initiate("example.com", "/")
+    drained(conn, conn.initiate("example.com", "/"))
     with pytest.raises(HandshakeError) as info:
         conn.receive_data(http_response(404, [("X-A", "b")], b"not here"))
     assert (info.value.status, info.value.body) == (404, b"not here")
@@ -805,31 +810,31 @@ def test_end_of_stream_before_response() -> None:
 def test_frames_right_after_101_are_parsed() -> None:
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
     data = (
-        server.accept()
-        + server.send_message("first")
-        + server.send_ping(b"p")
-        + server.send_message(b"second")
+        drained(server, server.accept())
+        + drained(server, server.send_message("first"))
+        + drained(server, server.send_ping(b"p"))
+        + drained(server, server.send_message(b"second"))
     )
     events = client.receive_data(data)
     # The handshake call returns the response only; the frames stay buffered for the next.
     assert len(events) == 1 and isinstance(events[0], ResponseReceived)
-    assert client.data_to_send() == b""
+    assert drained(client) == b""
     events = client.receive_data(b"")
     assert events[0::2] == [Message("first"), Message(b"second")]
     assert events[1].payload == b"p"  # type: ignore[union-attr]
     assert client.state is ConnectionState.OPEN
     # The pong to the early ping is queued, and masked.
     parser = FrameParser(expect_masked=True, max_frame_size=None)
-    parser.feed(client.data_to_send())
+    parser.feed(drained(client))
     header, payload, done = parser.next() or pytest.fail("no pong")
     assert (header.opcode, payload, done) == (Opcode.PONG, b"p", True)
 
 
 def test_client_handshake_error_closes_connection() -> None:
     conn = Connection(Role.CLIENT)
-    conn.initiate("example.com", "/")
+    drained(conn, conn.initiate("example.com", "/"))
     with pytest.raises(HandshakeError):
         conn.receive_data(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -33,10 +33,10 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import bounded
+from helpers import bounded, drained
 
 import trio_ws
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import (
     RSV1,
     RSV2,
@@ -408,8 +408,10 @@ def test_refused_bomb_is_not_kept_in_memory() -> None:
     extension = trio_ws.PerMessageDeflate()
     server = Connection(Role.SERVER, max_message_size=limit)
     client = Connection(Role.CLIENT)
-    server.receive_data(client.initiate("example.com", "/", extensions=[extension]))
-    client.receive_data(server.accept(extensions=[extension]))
+    server.receive_data(
+        drained(client, client.initiate("example.com", "/", extensions=[extension]))
+    )
+    client.receive_data(drained(server, server.accept(extensions=[extension])))
     frame = encode_frame(Opcode.BINARY, deflate_bomb(), rsv=RSV1, mask=os.urandom(4))
     tracemalloc.start()
     try:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import first_line
+from helpers import drained, first_line
 
 import trio_ws
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import Opcode, encode_frame
 from trio_ws.protocol._handshake import ClientHandshake
 from trio_ws.testing import open_memory_server
@@ -162,7 +162,7 @@ def test_the_core_counts_failures_and_abnormal_closures() -> None:
         core = Connection(Role.SERVER, metrics=metrics)
         client = ClientHandshake("example.com", "/")
         assert len(core.receive_data(client.request_bytes())) == 1  # the request
-        core.accept()
+        drained(core, core.accept())
         if ending == "violation":
             core.receive_data(encode_frame(Opcode.TEXT, b"unmasked"))  # clients must mask
         else:

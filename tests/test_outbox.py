@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
+from helpers import drained
 
 from trio_ws._trio._outbox import Offer, Outbox, _rest, _size, _writes
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import LARGE, Opcode, encode_frame
 
 
@@ -18,8 +19,8 @@ def open_server_core() -> Connection:
     """A server-side core past its opening handshake (frames unmasked, so easy to compare)."""
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
-    server.accept()
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
+    drained(server, server.accept())
     return server
 
 
@@ -136,7 +137,7 @@ async def test_shared_frames_are_the_frames_each_outbox_would_send() -> None:
     assert outbox.shared_key == ()  # no extension, no mask: every server encodes alike
     assert outbox.encode_shared("hello") == (encode_frame(Opcode.TEXT, b"hello"), 0)
     client_core = Connection(Role.CLIENT)
-    client_core.initiate("example.com", "/")
+    drained(client_core, client_core.initiate("example.com", "/"))
     assert Outbox(client_stream, client_core, limit=4).shared_key is None  # masked anew
 
 
@@ -190,11 +191,12 @@ async def test_whole_messages_wait_for_a_fragmented_one_to_end() -> None:
 def test_a_large_payload_is_sent_apart_from_its_header() -> None:
     core = open_server_core()
     payload = b"z" * LARGE
-    frame = core.send_message_pieces(payload)
-    assert isinstance(frame, tuple)
-    assert frame[1] is payload  # not copied
-    assert frame[0] + frame[1] == encode_frame(Opcode.BINARY, payload)
-    assert core.send_message_pieces(payload[:-1]) == encode_frame(Opcode.BINARY, payload[:-1])
+    core.send_message(payload)
+    header, body = core.data_to_send()
+    assert body is payload  # not copied
+    assert header + body == encode_frame(Opcode.BINARY, payload)
+    core.send_message(payload[:-1])
+    assert core.data_to_send() == [encode_frame(Opcode.BINARY, payload[:-1])]
 
 
 def test_the_rest_of_a_partly_written_frame_is_a_view_of_it() -> None:

@@ -36,6 +36,7 @@ from ._trio import (
     serve_websocket,
 )
 from .protocol import (
+    CloseCode,
     ConnectionClosed,
     ConnectionState,
     HandshakeError,
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backplane",
+    "CloseCode",
     "ConnectionClosed",
     "ConnectionState",
     "HTTPResult",

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import h11
 import trio
 
-from ..protocol._connection import Connection, ResponseReceived, Role
+from ..protocol import Connection, ResponseReceived, Role
 from ..protocol._errors import HandshakeError, RedirectError
 from ..protocol._handshake import (
     HeaderList,
@@ -145,14 +145,14 @@ async def client_handshake(
         max_head_size=options.max_head_size,
         stream_fragments=True,
     )
-    request_bytes = core.initiate(
+    core.initiate(
         host,
         resource,
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         extensions=[options.compression] if options.compression is not None else [],
     )
-    await stream.send_all(request_bytes)
+    await stream.send_all(b"".join(core.data_to_send()))
     response = None
     while response is None:
         data = await stream.receive_some(65536)
