@@ -450,7 +450,7 @@ def test_initiate_on_open_connection_is_misuse(role: Role) -> None:
     assert conn.state is OPEN
     headers = conn.request_headers
     with pytest.raises(LocalProtocolError):
-        drained(conn, conn.initiate("example.com", "/other"))
+        conn.initiate("example.com", "/other")
     assert conn.request_headers is headers
     assert conn.state is OPEN
 

@@ -237,7 +237,7 @@ def test_plain_get_through_connection() -> None:
     assert event.request.is_upgrade is False
     assert event.request.path == "/health"
     with pytest.raises(HandshakeError):
-        drained(conn, conn.accept())
+        conn.accept()
     assert conn.state is ConnectionState.CONNECTING
     status, _, body, _ = parse_response(drained(conn, conn.reject(200, body=b"ok")))
     assert (status, body) == (200, b"ok")
@@ -397,7 +397,7 @@ def test_subprotocol_through_connection() -> None:
     assert isinstance(event, RequestReceived)
     assert event.request.subprotocols == ("chat", "superchat")
     with pytest.raises(ValueError):
-        drained(server, server.accept(subprotocol="nope"))
+        server.accept(subprotocol="nope")
     assert server.state is ConnectionState.CONNECTING
     [event] = client.receive_data(drained(server, server.accept(subprotocol="superchat")))
     assert isinstance(event, ResponseReceived)
@@ -518,7 +518,7 @@ def test_frames_in_same_packet_as_request_parsed_after_accept() -> None:
     events = server.receive_data(request + frames + partial)
     assert len(events) == 1
     assert isinstance(events[0], RequestReceived)
-    drained(server, server.accept())
+    server.accept()
     assert server.state is ConnectionState.OPEN
     assert server.receive_data(b"") == [Message("early"), Message(b"\x01\x02")]
     # A partial frame stays buffered until the rest arrives.
@@ -735,7 +735,7 @@ def test_subprotocol_offered_and_chosen() -> None:
 
 def test_extension_not_offered() -> None:
     conn = Connection(Role.CLIENT)
-    drained(conn, conn.initiate("example.com", "/"))
+    conn.initiate("example.com", "/")
     key = conn.request_headers["sec-websocket-key"]
     data = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -746,7 +746,7 @@ def test_extension_not_offered() -> None:
         conn.receive_data(data)
     assert conn.state is ConnectionState.CLOSED
     with pytest.raises(LocalProtocolError):
-        drained(conn, conn.send_message("x"))
+        conn.send_message("x")
 
 
 def test_non_101_response() -> None:
@@ -785,7 +785,7 @@ def test_non_101_response_body_is_not_buffered_past_the_limit() -> None:
 
 def test_non_101_response_through_connection() -> None:
     conn = Connection(Role.CLIENT)
-    drained(conn, conn.initiate("example.com", "/"))
+    conn.initiate("example.com", "/")
     with pytest.raises(HandshakeError) as info:
         conn.receive_data(http_response(404, [("X-A", "b")], b"not here"))
     assert (info.value.status, info.value.body) == (404, b"not here")
@@ -834,7 +834,7 @@ def test_frames_right_after_101_are_parsed() -> None:
 
 def test_client_handshake_error_closes_connection() -> None:
     conn = Connection(Role.CLIENT)
-    drained(conn, conn.initiate("example.com", "/"))
+    conn.initiate("example.com", "/")
     with pytest.raises(HandshakeError):
         conn.receive_data(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
