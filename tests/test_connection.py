@@ -1179,3 +1179,23 @@ def test_a_closed_connection_has_no_buffer_to_read_into() -> None:
     server.receive_eof()
     assert server.get_buffer() is None
     assert server.buffer_updated(10) == []
+
+
+def test_limits_and_options_are_readable() -> None:
+    conn = Connection(Role.SERVER, max_message_size=10, max_frame_size=5, stream_fragments=True)
+    assert (conn.max_message_size, conn.max_frame_size, conn.stream_fragments) == (10, 5, True)
+    conn = Connection(Role.CLIENT)
+    assert (conn.max_message_size, conn.max_frame_size, conn.stream_fragments) == (
+        1024 * 1024,
+        None,
+        False,
+    )
+
+
+def test_data_to_send_is_empty_once_drained() -> None:
+    client, server = open_pair()
+    server.send_message("a")
+    server.send_ping(b"p")
+    first, second = server.data_to_send()
+    assert client.receive_data(first + second) == [Message("a"), Ping(b"p")]
+    assert server.data_to_send() == []

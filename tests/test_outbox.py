@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from helpers import drained
 
-from trio_ws._trio._outbox import Offer, Outbox, _rest, _size, _writes
+from trio_ws._trio._outbox import Offer, Outbox, _item, _rest, _size, _writes
 from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import LARGE, Opcode, encode_frame
 
@@ -249,3 +249,22 @@ async def test_a_large_frame_partly_written_then_queued_arrives_whole() -> None:
             assert received == expected
             await outbox.flush()
             assert outbox.idle
+
+
+def test_the_rest_of_a_frame_of_several_pieces() -> None:
+    # data_to_send() may give a large frame and small ones after it (a pong queued with it).
+    header, payload, pong = b"HD", b"p" * LARGE, b"PONG"
+    frame = (header, payload, pong)
+    assert _rest(frame, 1) == (b"D", payload, pong)
+    rest = _rest(frame, 2 + LARGE - 3)
+    assert rest == b"ppp" + pong  # past the large piece: what is left is joined
+    assert _rest(frame, 2 + LARGE) is pong
+    assert _rest(frame, 2 + LARGE + 4) is None
+
+
+def test_the_cores_pieces_as_one_queue_item() -> None:
+    assert _item([b"one"]) == b"one"
+    assert _item([b"a", b"b"]) == b"ab"  # small pieces: joined
+    large = b"x" * LARGE
+    item = _item([b"h", large])
+    assert isinstance(item, tuple) and item[1] is large  # never copied
