@@ -60,7 +60,11 @@ class CloseCode(enum.IntEnum):
 def is_valid_close_code(code: int) -> bool:
     """Codes allowed in a close frame on the wire (section 7.4 and the IANA registry):
     the registered ones except 1005, 1006 and 1015, and 3000-4999."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+    return (
+        CloseCode.NORMAL_CLOSURE <= code <= CloseCode.UNSUPPORTED_DATA
+        or CloseCode.INVALID_DATA <= code <= CloseCode.BAD_GATEWAY
+        or 3000 <= code <= 4999  # section 7.4.2: libraries, frameworks and applications
+    )
 
 
 _CODE = struct.Struct("!H")
