@@ -77,5 +77,5 @@ class CloseReceived:
     reason: str
 
 
-#: Any event ``receive_data()`` returns.
+#: Any event ``receive_data()`` or ``buffer_updated()`` returns; match on its type.
 Event = RequestReceived | ResponseReceived | Message | MessageChunk | Ping | Pong | CloseReceived

@@ -44,6 +44,7 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP/[0-9]\.[0-
 #: Largest request or response head accepted (request line plus header fields).
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
 
+#: Header fields to send, as ``(name, value)`` pairs in order (RFC 7230 section 3.2).
 HeaderList = Sequence[tuple[str, str]]
 
 
@@ -76,7 +77,7 @@ def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
 
 @attrs.frozen
 class Request:
-    """An opening handshake request as the server received it."""
+    """An opening handshake request as the server received it (RFC 6455 section 4.2.1)."""
 
     #: The request target as sent, e.g. ``/chat%20room?room=1``.
     target: str
@@ -103,11 +104,15 @@ class Request:
 
 @attrs.frozen
 class HandshakeResponse:
-    """The server's answer as the client received it (status 101 once validated)."""
+    """The server's answer as the client received it (RFC 6455 section 4.2.2)."""
 
+    #: The HTTP status: 101 once validated.
     status: int
+    #: The response headers (case-insensitive names).
     headers: Headers
+    #: The subprotocol the server chose among the offered ones, or None.
     subprotocol: str | None
+    #: The ``Sec-WebSocket-Extensions`` items the server accepted, as sent.
     extensions: tuple[str, ...]
 
 
