@@ -64,7 +64,9 @@ class Connection:
 
     ``max_message_size`` and ``max_frame_size`` are in bytes (``None``: no limit); a peer
     exceeding them fails the connection with 1009. ``max_head_size`` bounds the handshake's
-    HTTP head, in bytes.
+    HTTP head, in bytes. With ``stream_fragments``, a message that arrives in several frames
+    or pieces comes as ``MessageChunk`` events as they arrive, instead of one ``Message`` at
+    the end (a message of one piece stays a ``Message``).
     """
 
     def __init__(
@@ -84,8 +86,6 @@ class Connection:
         self.max_head_size = max_head_size
         self._machine = StateMachine()
         self._parser = FrameParser(expect_masked=role is Role.SERVER, max_frame_size=None)
-        #: Hand out a message that arrives in several pieces as ``MessageChunk`` events as they
-        #: arrive, instead of one ``Message`` at the end (single-piece messages stay ``Message``).
         self._assembler = Assembler(
             self._parser,
             max_message_size=max_message_size,
@@ -100,7 +100,9 @@ class Connection:
         )
         self._client_hs: ClientHandshake | None = None
         self._client_factories: list[ClientExtensionFactory] = []
+        #: The negotiated extensions, once open (RFC 6455 section 9).
         self.extensions: list[Extension] = []
+        #: The negotiated subprotocol, once open (section 1.9); None if none.
         self.subprotocol: str | None = None
         #: Headers of the 101 response (sent by a server, received by a client).
         self.response_headers = EMPTY_HEADERS
