@@ -15,14 +15,8 @@ import trio
 
 from ..protocol import Connection, ResponseReceived, Role
 from ..protocol._errors import HandshakeError, RedirectError
-from ..protocol._handshake import (
-    HeaderList,
-    Request,
-    ascii_host,
-    quote_target,
-    split_target,
-    split_url,
-)
+from ..protocol._handshake import HeaderList, Request
+from ..protocol._urls import ascii_host, quote_target, split_target, split_url
 from ._websocket import WebSocketConnection, WebSocketOptions
 
 __all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]

@@ -36,11 +36,12 @@ from ._extensions import (
     ServerExtensionFactory,
 )
 from ._frames import Opcode
-from ._handshake import HandshakeResponse, HeaderList, Request, quote_target, split_target
+from ._handshake import HandshakeResponse, HeaderList, Request
 from ._headers import Headers
 from ._mask import speedups_enabled
 from ._metrics import Metrics
 from ._state import ConnectionState, Role
+from ._urls import quote_target, split_target
 
 __all__ = [
     "ClientExtensionFactory",
