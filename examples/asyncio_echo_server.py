@@ -4,12 +4,9 @@ python examples/asyncio_echo_server.py --host 127.0.0.1 --port 9002 [--deflate]
 
 The core does the protocol: handshake checks, frames, fragments, UTF-8, pongs, the closing
 handshake and the close code of every violation. This file only moves bytes: it feeds what
-the socket gives to ``Connection.receive_data()``, writes what the core returns, and closes
-the TCP connection once the core's state is CLOSED.
-
-Packaging note: ``import trio_ws.protocol`` runs ``trio_ws/__init__.py`` first, which imports
-Trio (the core itself does not), so Trio must be installed and is loaded, although nothing
-here uses it.
+the socket gives to ``Connection.receive_data()``, writes what ``Connection.data_to_send()``
+gives (the one way out of every byte the core wants written), and closes the TCP connection
+once the core's state is CLOSED. Importing ``trio_ws.protocol`` does not load Trio.
 """
 
 from __future__ import annotations
@@ -48,14 +45,15 @@ async def handshake(
         try:
             for event in conn.receive_data(data):
                 if isinstance(event, RequestReceived):
-                    writer.write(conn.accept(extensions=extensions))
+                    conn.accept(extensions=extensions)
         except HandshakeError as exc:
             # A bad request (or a plain GET, which accept() refuses with 426): answer with
             # the status the core chose; the core is CLOSED after reject().
-            body = f"{exc.message}\n".encode()
-            writer.write(conn.reject(exc.status, exc.headers, body))
+            conn.reject(exc.status, exc.headers, f"{exc.message}\n".encode())
+            writer.writelines(conn.data_to_send())
             await writer.drain()
             return False
+    writer.writelines(conn.data_to_send())  # the 101
     await writer.drain()
     return True
 
@@ -66,12 +64,12 @@ async def echo(
     """Echo messages until the core says CLOSED."""
     data = b""  # b"" first: frames that came with the request wait in the core
     while True:
-        events = conn.receive_data(data)
-        # Pongs, the reply to a close frame, a failure's close frame: queued by the core.
-        writer.write(conn.data_to_send())
-        for event in events:
+        for event in conn.receive_data(data):
             if isinstance(event, Message) and conn.state is ConnectionState.OPEN:
-                writer.write(conn.send_message(event.data))
+                conn.send_message(event.data)
+        # The echoes, and what the core queued itself (pongs, the reply to a close frame, a
+        # failure's close frame), in the order they were queued.
+        writer.writelines(conn.data_to_send())
         await writer.drain()
         if conn.state is ConnectionState.CLOSED:
             return

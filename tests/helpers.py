@@ -625,3 +625,12 @@ async def http_exchange(port: int, request: bytes) -> bytes:
 def status_of(response: bytes) -> int:
     """The status code of a raw HTTP response."""
     return int(response.split(b" ", 2)[1])
+
+
+def drained(conn: trio_ws.protocol.Connection, *_calls: None) -> bytes:
+    """Everything ``conn`` queued to write, joined: ``b"".join(conn.data_to_send())``.
+
+    Pass the calls that queue it as arguments, which run first:
+    ``drained(client, client.send_message("hi"))`` is the bytes of that message.
+    """
+    return b"".join(conn.data_to_send())

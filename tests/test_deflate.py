@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import attrs
 import pytest
+from helpers import drained
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets import __version__ as websockets_version
@@ -26,7 +27,7 @@ from websockets.extensions import permessage_deflate as ws_deflate
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode as WsOpcode
 
-from trio_ws.protocol._connection import (
+from trio_ws.protocol import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -77,12 +78,20 @@ def handshake(
     """An OPEN client and server that negotiated with these settings (default ones if None)."""
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER, max_message_size=max_message_size)
-    request = client.initiate(
-        "example.com", "/", extensions=[(client_settings or PerMessageDeflate()).client_factory()]
+    request = drained(
+        client,
+        client.initiate(
+            "example.com",
+            "/",
+            extensions=[(client_settings or PerMessageDeflate()).client_factory()],
+        ),
     )
     events = server.receive_data(request)
     assert isinstance(events[0], RequestReceived)
-    response = server.accept(extensions=[(server_settings or PerMessageDeflate()).server_factory()])
+    response = drained(
+        server,
+        server.accept(extensions=[(server_settings or PerMessageDeflate()).server_factory()]),
+    )
     assert isinstance(client.receive_data(response)[0], ResponseReceived)
     assert client.state is server.state is ConnectionState.OPEN
     return client, server
@@ -107,7 +116,7 @@ def frames(data: bytes, *, masked: bool) -> list[tuple[FrameHeader, bytes]]:
 
 def transfer(sender: Connection, receiver: Connection, message: str | bytes) -> bytes:
     """Send one message; check it arrives intact; return the frame's payload on the wire."""
-    wire = sender.send_message(message)
+    wire = drained(sender, sender.send_message(message))
     ((_, payload),) = frames(wire, masked=sender.role is Role.CLIENT)
     assert receiver.receive_data(wire) == [Message(message)]
     assert receiver.failure is None
@@ -493,8 +502,10 @@ class _BadServer:
 def test_client_connection_fails_on_bad_response(response: str) -> None:
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/", extensions=[PerMessageDeflate()]))
-    answer = server.accept(extensions=[_BadServer(response)])
+    server.receive_data(
+        drained(client, client.initiate("example.com", "/", extensions=[PerMessageDeflate()]))
+    )
+    answer = drained(server, server.accept(extensions=[_BadServer(response)]))
     with pytest.raises(HandshakeError):
         client.receive_data(answer)
     assert client.state is ConnectionState.CLOSED
@@ -513,14 +524,16 @@ def test_client_keeps_its_window_when_the_server_allows_more(response: str) -> N
     # bits, which every window the server allowed can decompress.
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/", extensions=[PerMessageDeflate()]))
-    events = client.receive_data(server.accept(extensions=[_BadServer(response)]))
+    server.receive_data(
+        drained(client, client.initiate("example.com", "/", extensions=[PerMessageDeflate()]))
+    )
+    events = client.receive_data(drained(server, server.accept(extensions=[_BadServer(response)])))
     assert [type(e) for e in events] == [ResponseReceived]
     (ext,) = client.extensions
     assert isinstance(ext, DeflateExtension) and ext.send_window_bits == 12
     block = bytes(random.Random(3).randrange(256) for _ in range(3000))
     message = block + b"-" * 5000 + block  # repeats 8000 bytes back: only a larger window reaches
-    wire = client.send_message(message)
+    wire = drained(client, client.send_message(message))
     ((header, payload),) = frames(wire, masked=True)
     assert header.rsv == RSV1
     assert strict_inflate(payload, 12) == message
@@ -539,8 +552,8 @@ def test_handshake_with_defaults() -> None:
 def test_no_extension_without_offer() -> None:
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
-    client.receive_data(server.accept(extensions=[PerMessageDeflate()]))
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
+    client.receive_data(drained(server, server.accept(extensions=[PerMessageDeflate()])))
     assert client.extensions == server.extensions == []
     # RSV1 without a negotiated extension is a protocol error.
     server.receive_data(encode_frame(Opcode.TEXT, b"\xf2\x00", rsv=RSV1, mask=new_mask()))
@@ -554,13 +567,13 @@ def test_round_trip_sets_rsv1_and_shrinks() -> None:
     client, server = handshake()
     message = json_message(1) * 4
     for sender, receiver in [(client, server), (server, client)]:
-        wire = sender.send_message(message)
+        wire = drained(sender, sender.send_message(message))
         ((header, payload),) = frames(wire, masked=sender.role is Role.CLIENT)
         assert header.rsv == RSV1 and header.fin and header.opcode is Opcode.TEXT
         assert len(payload) < len(message) / 4
         assert receiver.receive_data(wire) == [Message(message)]
         binary = message.encode()
-        wire = sender.send_message(binary)
+        wire = drained(sender, sender.send_message(binary))
         ((header, payload),) = frames(wire, masked=sender.role is Role.CLIENT)
         assert header.rsv == RSV1 and header.opcode is Opcode.BINARY
         assert receiver.receive_data(wire) == [Message(binary)]
@@ -583,18 +596,18 @@ def test_small_messages_are_sent_uncompressed() -> None:
     client, server = handshake()
     small: list[str | bytes] = ["", "short", b"x" * 31]
     for message in small:
-        wire = client.send_message(message)
+        wire = drained(client, client.send_message(message))
         ((header, payload),) = frames(wire, masked=True)
         assert header.rsv == 0
         assert server.receive_data(wire) == [Message(message)]
-    wire = client.send_message(b"x" * 32)
+    wire = drained(client, client.send_message(b"x" * 32))
     ((header, _),) = frames(wire, masked=True)
     assert header.rsv == RSV1
     # min_size=0 compresses everything but the empty message, which would grow (7.2.3.6).
     client, server = handshake(PerMessageDeflate(min_size=0))
-    ((header, payload),) = frames(client.send_message("a"), masked=True)
+    ((header, payload),) = frames(drained(client, client.send_message("a")), masked=True)
     assert header.rsv == RSV1
-    ((header, payload),) = frames(client.send_message(""), masked=True)
+    ((header, payload),) = frames(drained(client, client.send_message("")), masked=True)
     assert header.rsv == 0 and payload == b""
 
 
@@ -605,7 +618,7 @@ def test_incompressible_message_without_takeover_goes_plain() -> None:
     assert payload == noise
     # With context takeover it must stay compressed (the peer's window needs it).
     client, server = handshake()
-    ((header, _),) = frames(client.send_message(noise), masked=True)
+    ((header, _),) = frames(drained(client, client.send_message(noise)), masked=True)
     assert header.rsv == RSV1
 
 
@@ -811,7 +824,7 @@ def test_corrupt_data_fails_with_1007(payload: bytes) -> None:
     _, server = handshake()
     server.receive_data(encode_frame(Opcode.BINARY, payload, rsv=RSV1, mask=new_mask()))
     assert server.failure is not None and server.failure.code == 1007
-    ((header, close),) = frames(server.data_to_send(), masked=False)
+    ((header, close),) = frames(drained(server), masked=False)
     assert header.opcode is Opcode.CLOSE and close[:2] == (1007).to_bytes(2, "big")
 
 
@@ -836,7 +849,7 @@ def test_empty_compressed_payload_fails_at_that_message(fragments: int, takeover
     assert server.receive_data(wire) == []
     assert server.failure is not None and server.failure.code == 1007
     assert "empty" in server.failure.reason
-    ((header, close),) = frames(server.data_to_send(), masked=False)
+    ((header, close),) = frames(drained(server), masked=False)
     assert header.opcode is Opcode.CLOSE and close[:2] == (1007).to_bytes(2, "big")
 
 
@@ -876,7 +889,10 @@ def test_rsv1_on_control_frame_is_refused() -> None:
 def test_control_frames_are_never_compressed() -> None:
     client, server = handshake()
     transfer(client, server, json_message(1))
-    for wire in [client.send_ping(b"x" * 100), client.send_close(1000, "bye " * 20)]:
+    for wire in [
+        drained(client, client.send_ping(b"x" * 100)),
+        drained(client, client.send_close(1000, "bye " * 20)),
+    ]:
         ((header, _),) = frames(wire, masked=True)
         assert header.rsv == 0
         events = server.receive_data(wire)
@@ -959,9 +975,9 @@ def test_fragmented_bomb_fails_with_1009() -> None:
 def test_message_at_the_limit_passes() -> None:
     client, server = handshake(max_message_size=1 << 16)
     message = bytes(1 << 16)
-    assert server.receive_data(client.send_message(message)) == [Message(message)]
-    client.send_message(message + b"\x00")  # keep both compressors in step
-    server.receive_data(client.send_message(message + b"\x00"))
+    assert server.receive_data(drained(client, client.send_message(message))) == [Message(message)]
+    drained(client, client.send_message(message + b"\x00"))  # keep both compressors in step
+    server.receive_data(drained(client, client.send_message(message + b"\x00")))
     assert server.failure is not None and server.failure.code == 1009
 
 

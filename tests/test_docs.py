@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import trio_ws
+import trio_ws.protocol
 import trio_ws.testing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,12 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     public |= {f"trio_ws.testing.{name}" for name in trio_ws.testing.__all__}
     assert public - documented == set()
     assert documented - public == set()
+
+
+def test_every_name_of_the_protocol_core_is_in_the_api_reference() -> None:
+    api = (ROOT / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^::: trio_ws(?:\.protocol)?\.(\w+)$", api, re.MULTILINE))
+    assert set(trio_ws.protocol.__all__) - documented == set()
 
 
 def test_the_reconnect_guide_is_in_the_navigation() -> None:

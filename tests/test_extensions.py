@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from trio_ws.protocol._connection import Connection, ConnectionState, Role
+from trio_ws.protocol import Connection, ConnectionState, Role
 from trio_ws.protocol._deflate import DeflateExtension, PerMessageDeflate
 from trio_ws.protocol._errors import HandshakeError, LocalProtocolError
 from trio_ws.protocol._extensions import (

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import drained
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -31,7 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from trio_ws.protocol._connection import (
+from trio_ws.protocol import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -157,8 +158,11 @@ class ConnectionPair(RuleBasedStateMachine):
         client = Connection(Role.CLIENT)
         server = Connection(Role.SERVER)
         self.conns = {"client": client, "server": server}
-        request = client.initiate(
-            "example.com", "/", extensions=[client_deflate] if client_deflate else []
+        request = drained(
+            client,
+            client.initiate(
+                "example.com", "/", extensions=[client_deflate] if client_deflate else []
+            ),
         )
         events = []
         for piece in cut(request, request_sizes):
@@ -167,7 +171,9 @@ class ConnectionPair(RuleBasedStateMachine):
             if events:
                 break
         assert len(events) == 1 and isinstance(events[0], RequestReceived)
-        response = server.accept(extensions=[server_deflate] if server_deflate else [])
+        response = drained(
+            server, server.accept(extensions=[server_deflate] if server_deflate else [])
+        )
         assert server.state is OPEN
         events = []
         for piece in cut(response, response_sizes):
@@ -185,10 +191,10 @@ class ConnectionPair(RuleBasedStateMachine):
     def send_message(self, side: str, message: str | bytes, compress: bool) -> None:
         conn = self.conns[side]
         if conn.state is OPEN:
-            self.wire[other(side)] += conn.send_message(message, compress=compress)
+            self.wire[other(side)] += drained(conn, conn.send_message(message, compress=compress))
             self.sent[side].append(message)
         else:
-            self.misuse(lambda: conn.send_message(message), conn)
+            self.misuse(lambda: drained(conn, conn.send_message(message)), conn)
 
     @rule(
         side=SIDES,
@@ -209,7 +215,7 @@ class ConnectionPair(RuleBasedStateMachine):
         opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
         payload = message.encode("utf-8") if isinstance(message, str) else message
         if conn.state is not OPEN:
-            self.misuse(lambda: conn.send_frame(opcode, payload), conn)
+            self.misuse(lambda: drained(conn, conn.send_frame(opcode, payload)), conn)
             return
         pieces = []
         rest = payload
@@ -220,12 +226,12 @@ class ConnectionPair(RuleBasedStateMachine):
         ping_after = dict(pings)
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            self.wire[other(side)] += conn.send_frame(
-                opcode if i == 0 else Opcode.CONTINUATION, piece, fin=last
+            self.wire[other(side)] += drained(
+                conn, conn.send_frame(opcode if i == 0 else Opcode.CONTINUATION, piece, fin=last)
             )
             if i in ping_after and not last:
                 ping = ping_after[i][:124] + bytes([i])
-                self.wire[other(side)] += conn.send_ping(ping)
+                self.wire[other(side)] += drained(conn, conn.send_ping(ping))
                 self.pings_sent[side].append(ping)
         self.sent[side].append(message)
 
@@ -233,19 +239,19 @@ class ConnectionPair(RuleBasedStateMachine):
     def ping(self, side: str, payload: bytes) -> None:
         conn = self.conns[side]
         if conn.state is OPEN:
-            self.wire[other(side)] += conn.send_ping(payload)
+            self.wire[other(side)] += drained(conn, conn.send_ping(payload))
             self.pings_sent[side].append(payload)
         else:
-            self.misuse(lambda: conn.send_ping(payload), conn)
+            self.misuse(lambda: drained(conn, conn.send_ping(payload)), conn)
 
     @rule(side=SIDES, payload=st.binary(max_size=125))
     def unsolicited_pong(self, side: str, payload: bytes) -> None:
         conn = self.conns[side]
         if conn.state is OPEN:
-            self.wire[other(side)] += conn.send_pong(payload)
+            self.wire[other(side)] += drained(conn, conn.send_pong(payload))
             self.pongs_sent[side].append(payload)
         else:
-            self.misuse(lambda: conn.send_pong(payload), conn)
+            self.misuse(lambda: drained(conn, conn.send_pong(payload)), conn)
 
     @rule(side=SIDES, code=CLOSE_CODES, reason=st.text(max_size=30), go=st.integers(0, 3))
     def close(self, side: str, code: int, reason: str, go: int) -> None:
@@ -256,10 +262,10 @@ class ConnectionPair(RuleBasedStateMachine):
         if len(reason.encode("utf-8")) > 123:
             reason = ""
         if conn.state is OPEN:
-            self.wire[other(side)] += conn.send_close(code, reason)
+            self.wire[other(side)] += drained(conn, conn.send_close(code, reason))
             assert conn.state is CLOSING
         else:
-            self.misuse(lambda: conn.send_close(code, reason), conn)
+            self.misuse(lambda: drained(conn, conn.send_close(code, reason)), conn)
 
     @rule(
         side=SIDES,
@@ -270,11 +276,11 @@ class ConnectionPair(RuleBasedStateMachine):
         """Requests the protocol forbids: LocalProtocolError, and nothing changes."""
         conn = self.conns[side]
         calls = {
-            "control-frame": lambda: conn.send_frame(Opcode.PING, b""),
-            "long-ping": lambda: conn.send_ping(b"x" * 126),
-            "long-pong": lambda: conn.send_pong(b"x" * 126),
-            "accept": lambda: conn.accept(),
-            "reject": lambda: conn.reject(400),
+            "control-frame": lambda: drained(conn, conn.send_frame(Opcode.PING, b"")),
+            "long-ping": lambda: drained(conn, conn.send_ping(b"x" * 126)),
+            "long-pong": lambda: drained(conn, conn.send_pong(b"x" * 126)),
+            "accept": lambda: drained(conn, conn.accept()),
+            "reject": lambda: drained(conn, conn.reject(400)),
         }
         self.misuse(calls[what], conn)
 
@@ -285,7 +291,7 @@ class ConnectionPair(RuleBasedStateMachine):
             call()  # type: ignore[operator]
         assert conn.state is state
         assert conn.close_sent == close_sent
-        assert conn.data_to_send() == b""
+        assert drained(conn) == b""
 
     # Delivering -----------------------------------------------------------------------------
 
@@ -335,7 +341,7 @@ class ConnectionPair(RuleBasedStateMachine):
                 self.closes_received[side].append((event.code, event.reason))
             else:
                 raise AssertionError(f"unexpected event {event!r}")
-        self.wire[other(side)] += conn.data_to_send()
+        self.wire[other(side)] += drained(conn)
         self.check_states()
 
     def flush(self) -> None:
@@ -397,7 +403,7 @@ class ConnectionPair(RuleBasedStateMachine):
             assert self.pings_received[side] == self.pings_sent[other(side)]
         if client.state is OPEN and server.state is OPEN:
             # Nobody closed: a closing handshake still ends the way it should.
-            self.wire["server"] += client.send_close(1000, "bye")
+            self.wire["server"] += drained(client, client.send_close(1000, "bye"))
             self.flush()
         assert client.state is CLOSED and server.state is CLOSED
         for side in self.conns:
@@ -420,7 +426,7 @@ class ConnectionPair(RuleBasedStateMachine):
             conn.receive_eof()
             assert conn.state is CLOSED
             assert conn.receive_data(b"\x88\x00") == []
-            assert conn.data_to_send() == b""
+            assert drained(conn) == b""
 
 
 TestConnectionPair = ConnectionPair.TestCase
@@ -438,8 +444,8 @@ def test_initiate_on_open_connection_is_misuse(role: Role) -> None:
     LocalProtocolError and change nothing (the state machine found it returning a fresh
     request and replacing ``request_headers`` of an open client)."""
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
-    client.receive_data(server.accept())
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
+    client.receive_data(drained(server, server.accept()))
     conn = client if role is Role.CLIENT else server
     assert conn.state is OPEN
     headers = conn.request_headers
@@ -453,16 +459,19 @@ def test_interleaved_data_frames_are_misuse() -> None:
     """A data frame that breaks section 5.4's fragmentation rules must be refused on the
     sending side with LocalProtocolError, not sent for the peer to fail with 1002."""
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
-    client.receive_data(server.accept())
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
+    client.receive_data(drained(server, server.accept()))
     # What the wire would carry shows why: the peer fails the connection.
-    wire = client.send_frame(Opcode.TEXT, b"first half", fin=False)
+    wire = drained(client, client.send_frame(Opcode.TEXT, b"first half", fin=False))
     misuse: list[str] = []
     for name, call in [
-        ("send_message inside a fragmented message", lambda: client.send_message("other")),
+        (
+            "send_message inside a fragmented message",
+            lambda: drained(client, client.send_message("other")),
+        ),
         (
             "new TEXT frame inside a fragmented message",
-            lambda: client.send_frame(Opcode.TEXT, b"x"),
+            lambda: drained(client, client.send_frame(Opcode.TEXT, b"x")),
         ),
     ]:
         try:
@@ -470,9 +479,9 @@ def test_interleaved_data_frames_are_misuse() -> None:
         except LocalProtocolError:
             continue
         misuse.append(name)
-    wire += client.send_frame(Opcode.CONTINUATION, b" second half")
+    wire += drained(client, client.send_frame(Opcode.CONTINUATION, b" second half"))
     try:
-        wire += client.send_frame(Opcode.CONTINUATION, b"orphan")
+        wire += drained(client, client.send_frame(Opcode.CONTINUATION, b"orphan"))
     except LocalProtocolError:
         pass
     else:

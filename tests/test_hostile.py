@@ -35,6 +35,7 @@ from helpers import (
     RawPeer,
     assert_served,
     bounded,
+    drained,
     echo_handler,
     first_line,
     serving,
@@ -44,7 +45,7 @@ from helpers import (
 )
 
 import trio_ws
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import (
     RSV1,
     RSV2,
@@ -230,8 +231,10 @@ def test_refused_bomb_is_not_kept_in_memory() -> None:
     extension = trio_ws.PerMessageDeflate()
     server = Connection(Role.SERVER, max_message_size=limit)
     client = Connection(Role.CLIENT)
-    server.receive_data(client.initiate("example.com", "/", extensions=[extension]))
-    client.receive_data(server.accept(extensions=[extension]))
+    server.receive_data(
+        drained(client, client.initiate("example.com", "/", extensions=[extension]))
+    )
+    client.receive_data(drained(server, server.accept(extensions=[extension])))
     frame = encode_frame(Opcode.BINARY, deflate_bomb(), rsv=RSV1, mask=os.urandom(4))
     tracemalloc.start()
     try:

@@ -14,7 +14,7 @@ import trio
 from helpers import http_exchange, status_of
 
 import trio_ws
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import Opcode, encode_frame
 from trio_ws.protocol._handshake import ClientHandshake
 from trio_ws.testing import open_memory_server

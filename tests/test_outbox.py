@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
+from helpers import drained
 
-from trio_ws._trio._outbox import Offer, Outbox, _rest, _size, _writes
-from trio_ws.protocol._connection import Connection, Role
+from trio_ws._trio._outbox import Offer, Outbox, _item, _rest, _size, _writes
+from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import LARGE, Opcode, encode_frame
 
 
@@ -18,8 +19,9 @@ def open_server_core() -> Connection:
     """A server-side core past its opening handshake (frames unmasked, so easy to compare)."""
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)
-    server.receive_data(client.initiate("example.com", "/"))
+    server.receive_data(drained(client, client.initiate("example.com", "/")))
     server.accept()
+    server.data_to_send()  # the 101 response, which the outbox does not send
     return server
 
 
@@ -190,11 +192,12 @@ async def test_whole_messages_wait_for_a_fragmented_one_to_end() -> None:
 def test_a_large_payload_is_sent_apart_from_its_header() -> None:
     core = open_server_core()
     payload = b"z" * LARGE
-    frame = core.send_message_pieces(payload)
-    assert isinstance(frame, tuple)
-    assert frame[1] is payload  # not copied
-    assert frame[0] + frame[1] == encode_frame(Opcode.BINARY, payload)
-    assert core.send_message_pieces(payload[:-1]) == encode_frame(Opcode.BINARY, payload[:-1])
+    core.send_message(payload)
+    header, body = core.data_to_send()
+    assert body is payload  # not copied
+    assert header + body == encode_frame(Opcode.BINARY, payload)
+    core.send_message(payload[:-1])
+    assert core.data_to_send() == [encode_frame(Opcode.BINARY, payload[:-1])]
 
 
 def test_the_rest_of_a_partly_written_frame_is_a_view_of_it() -> None:
@@ -246,3 +249,22 @@ async def test_a_large_frame_partly_written_then_queued_arrives_whole() -> None:
             assert received == expected
             await outbox.flush()
             assert outbox.idle
+
+
+def test_the_rest_of_a_frame_of_several_pieces() -> None:
+    # data_to_send() may give a large frame and small ones after it (a pong queued with it).
+    header, payload, pong = b"HD", b"p" * LARGE, b"PONG"
+    frame = (header, payload, pong)
+    assert _rest(frame, 1) == (b"D", payload, pong)
+    rest = _rest(frame, 2 + LARGE - 3)
+    assert rest == b"ppp" + pong  # past the large piece: what is left is joined
+    assert _rest(frame, 2 + LARGE) is pong
+    assert _rest(frame, 2 + LARGE + 4) is None
+
+
+def test_the_cores_pieces_as_one_queue_item() -> None:
+    assert _item([b"one"]) == b"one"
+    assert _item([b"a", b"b"]) == b"ab"  # small pieces: joined
+    large = b"x" * LARGE
+    item = _item([b"h", large])
+    assert isinstance(item, tuple) and item[1] is large  # never copied

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .protocol import (
+    CloseCode,
     ConnectionClosed,
     ConnectionState,
     HandshakeError,
@@ -116,6 +117,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backplane",
+    "CloseCode",
     "ConnectionClosed",
     "ConnectionState",
     "Entry",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from trio_ws.protocol._connection import (
+from trio_ws.protocol import (
     CloseReceived,
     Connection,
     ConnectionState,
@@ -254,9 +254,11 @@ def open_server(compress: bool) -> Connection:
     client = Connection(Role.CLIENT)
     extension = PerMessageDeflate(server_max_window_bits=None, client_max_window_bits=None)
     extensions = [extension] if compress else []
-    [event] = server.receive_data(client.initiate("example.com", "/", extensions=extensions))
+    client.initiate("example.com", "/", extensions=extensions)
+    [event] = server.receive_data(b"".join(client.data_to_send()))
     assert isinstance(event, RequestReceived)
     server.accept(extensions=extensions)
+    server.data_to_send()
     assert server.state is ConnectionState.OPEN
     return server
 
@@ -290,7 +292,7 @@ def server_connection(data: bytes) -> None:
     out = b""
     for chunk in _chunks(stream, sizes):
         events = server.receive_data(chunk)  # never raises once open
-        out += server.data_to_send()
+        out += b"".join(server.data_to_send())
         assert _ORDER[server.state] >= _ORDER[state], (state, server.state)
         state = server.state
         for event in events:
@@ -304,7 +306,7 @@ def server_connection(data: bytes) -> None:
             break
     if server.failure is None and server.failure_pending:
         server.receive_data(b"")
-        out += server.data_to_send()
+        out += b"".join(server.data_to_send())
     if server.failure is not None:
         assert server.failure.code in (1002, 1007, 1009), server.failure
         assert server.state is ConnectionState.CLOSED
@@ -322,7 +324,7 @@ def server_connection(data: bytes) -> None:
     # Once closed, nothing more is produced.
     if server.state is ConnectionState.CLOSED:
         assert server.receive_data(b"\x81\x80\x00\x00\x00\x00") == []
-        assert server.data_to_send() == b""
+        assert server.data_to_send() == []
 
 
 def client_connection(data: bytes) -> None:
@@ -331,7 +333,8 @@ def client_connection(data: bytes) -> None:
         return
     mode, rest = data[0], data[1:]
     client = Connection(Role.CLIENT, max_message_size=4096)
-    request = client.initiate("example.com", "/")
+    client.initiate("example.com", "/")
+    request = b"".join(client.data_to_send())
     key = request.split(b"Sec-WebSocket-Key: ", 1)[1].split(b"\r\n", 1)[0]
     response = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

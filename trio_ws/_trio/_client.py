@@ -13,16 +13,10 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import h11
 import trio
 
-from ..protocol._connection import Connection, ResponseReceived, Role
+from ..protocol import Connection, ResponseReceived, Role
 from ..protocol._errors import HandshakeError, RedirectError
-from ..protocol._handshake import (
-    HeaderList,
-    Request,
-    ascii_host,
-    quote_target,
-    split_target,
-    split_url,
-)
+from ..protocol._handshake import HeaderList, Request
+from ..protocol._urls import ascii_host, quote_target, split_target, split_url
 from ._options import WebSocketOptions
 from ._websocket import WebSocketConnection
 
@@ -146,14 +140,14 @@ async def client_handshake(
         max_head_size=options.max_head_size,
         stream_fragments=True,
     )
-    request_bytes = core.initiate(
+    core.initiate(
         host,
         resource,
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         extensions=[options.compression] if options.compression is not None else [],
     )
-    await stream.send_all(request_bytes)
+    await stream.send_all(b"".join(core.data_to_send()))
     response = None
     while response is None:
         data = await stream.receive_some(65536)

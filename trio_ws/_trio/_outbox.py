@@ -23,9 +23,9 @@ from collections.abc import Hashable
 
 import trio
 
-from ..protocol._connection import Connection, ConnectionState, Role
+from ..protocol import Connection, ConnectionState, Role
 from ..protocol._extensions import encode_message
-from ..protocol._frames import LARGE, RSV1, Frame, Opcode, encode_frame
+from ..protocol._frames import LARGE, RSV1, Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
 
@@ -36,8 +36,9 @@ _BYTES_PER_FRAME = 64 * 1024
 #: What a stream raises once the peer or our side has closed it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
-#: A queued frame, or the unwritten rest of one (a view: the rest is not copied).
-_Item = Frame | memoryview
+#: A queued frame (or a few): bytes, or pieces to write with ``writev`` when one is large; or
+#: the unwritten rest of one (a view: the rest is not copied).
+_Item = bytes | tuple[bytes, ...] | memoryview
 
 
 class Offer(enum.Enum):
@@ -178,7 +179,8 @@ class Outbox:
                 self._put(item)
             else:
                 message, compress = item
-                self._put(self._core.send_message_pieces(message, compress=compress))
+                self._core.send_message(message, compress=compress)
+                self._put_core_output()
         self._changed.unpark_all()
 
     # Offering frames (never block) ----------------------------------------------------------
@@ -198,7 +200,8 @@ class Outbox:
         if self._fragmenting:  # after the fragmented message being sent (RFC 6455 5.4)
             self._held.append((message, compress))
             return Offer.QUEUED
-        return self._put(self._core.send_message_pieces(message, compress=compress))
+        self._core.send_message(message, compress=compress)
+        return self._put_core_output()
 
     def offer_frame(self, frame: bytes) -> Offer:
         """Send a whole-message frame already encoded for this outbox (``encode_shared()``)."""
@@ -215,22 +218,24 @@ class Outbox:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
-        return self._put(self._core.send_frame_pieces(opcode, payload, fin=fin))
+        self._core.send_frame(opcode, payload, fin=fin)
+        return self._put_core_output()
 
     def offer_ping(self, payload: bytes, *, bounded: bool = True) -> Offer:
         """Send a ping; ``bounded=False`` (keepalive) sends it even when the queue is full."""
         refusal = self._refusal()
         if refusal is Offer.CLOSED or (bounded and refusal is not None):
             return refusal
-        return self._put(self._core.send_ping(payload))
+        self._core.send_ping(payload)
+        return self._put_core_output()
 
     def send_core_output(self) -> bool:
         """Send what the core queued by itself (pongs, close replies, failure close frames);
         False if there was nothing."""
-        data = self._core.data_to_send()
-        if not data or self._finished:
+        pieces = self._core.data_to_send()
+        if not pieces or self._finished:
             return False
-        self._put(data)
+        self._put(_item(pieces))
         return True
 
     def close(self, code: int, reason: str, *, discard_queued: bool = False) -> bool:
@@ -241,18 +246,24 @@ class Outbox:
         """
         if not self.sendable:
             return False
-        frame = self._core.send_close(code, reason)  # may raise ValueError: nothing changed
+        self._core.send_close(code, reason)  # may raise ValueError: nothing changed
         self._closing = True
         if discard_queued and self._queue:
             del self._queue[1 if self._partial_head else 0 :]
             self._queued_bytes = sum(map(_size, self._queue))
-        self._put(frame)
+        self._put_core_output()
         self._changed.unpark_all()
         return True
 
     # Writing ----------------------------------------------------------------------------------
 
-    def _put(self, frame: Frame) -> Offer:
+    def _put_core_output(self) -> Offer:
+        """Write or queue the frame the core just queued (each core call that queues one is
+        followed by this, so frames are written in the order they were accepted)."""
+        pieces = self._core.data_to_send()
+        return self._put(pieces[0] if len(pieces) == 1 else _item(pieces))  # one frame: as is
+
+    def _put(self, frame: bytes | tuple[bytes, ...]) -> Offer:
         """Write ``frame`` now if nothing is ahead of it, else queue it for the writer."""
         fd = self._fd
         if fd is None or self._queue or self._writing:
@@ -331,17 +342,37 @@ class Outbox:
         self._changed.unpark_all()
 
 
+def _item(pieces: list[bytes]) -> bytes | tuple[bytes, ...]:
+    """What the core gave (``data_to_send()``) as one queue item: small pieces joined, a
+    large one kept apart (a tuple, for ``writev``)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if sum(map(len, pieces)) < LARGE:
+        return b"".join(pieces)
+    return tuple(pieces)
+
+
 def _size(item: _Item) -> int:
-    return len(item) if not isinstance(item, tuple) else len(item[0]) + len(item[1])
+    return len(item) if not isinstance(item, tuple) else sum(map(len, item))
 
 
 def _rest(item: _Item, written: int) -> _Item | None:
     """What is left of ``item`` once its first ``written`` bytes are written; None if nothing."""
     if isinstance(item, tuple):
-        header, payload = item
-        if written < len(header):
-            return (header[written:], payload) if written else item
-        item, written = payload, written - len(header)
+        index, piece = 0, b""
+        for index, piece in enumerate(item):  # noqa: B007 (used after the loop)
+            if written < len(piece):
+                break
+            written -= len(piece)
+        else:
+            return None
+        if index < len(item) - 1:
+            if not index and not written:
+                return item
+            rest = (piece[written:], *item[index + 1 :])
+            # Past the first piece, what is left may be small pieces only: join them.
+            return _item(list(rest)) if index else rest
+        item = piece
     if written == len(item):
         return None
     return memoryview(item)[written:] if written else item

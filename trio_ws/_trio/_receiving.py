@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..protocol._connection import (
+from ..protocol import (
     Connection,
     ConnectionState,
     Event,

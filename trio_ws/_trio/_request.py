@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from ..protocol._connection import Connection
+from ..protocol import Connection
 from ..protocol._extensions import ServerExtensionFactory
 from ..protocol._handshake import HeaderList, Request
 from ..protocol._headers import Headers
@@ -97,11 +97,11 @@ class WebSocketRequest:
     ) -> WebSocketConnection:
         """Complete the upgrade and return the open connection."""
         self._check_unanswered()
-        response = self._core.accept(
+        self._core.accept(
             subprotocol=subprotocol, extensions=self._extensions, extra_headers=extra_headers
         )
         self.answered = True
-        await self._stream.send_all(response)
+        await self._stream.send_all(b"".join(self._core.data_to_send()))
         conn = WebSocketConnection(
             self._stream,
             self._core,
@@ -132,9 +132,9 @@ class WebSocketRequest:
             body = body.encode("utf-8")
             if not any(name.lower() == "content-type" for name, _ in headers):
                 headers = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
-        response = self._core.reject(status, headers, body)
+        self._core.reject(status, headers, body)
         self.answered = True
-        await self._stream.send_all(response)
+        await self._stream.send_all(b"".join(self._core.data_to_send()))
 
     #: ``reject(status, ...)`` reads better for refusals; it is the same as ``respond()``.
     reject = respond

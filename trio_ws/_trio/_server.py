@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from ..protocol._connection import Connection, RequestReceived, Role
+from ..protocol import Connection, RequestReceived, Role
 from ..protocol._errors import ConnectionClosed, HandshakeError
 from ..protocol._extensions import ServerExtensionFactory
 from ..protocol._handshake import Request, http_response
@@ -195,7 +195,8 @@ class WebSocketServer:
             if refusal is not None:
                 status, message = refusal
                 logger.info("refused %s %s: %s", remote, request.target, message)
-                await stream.send_all(core.reject(status, _TEXT, f"{message}\n".encode()))
+                core.reject(status, _TEXT, f"{message}\n".encode())
+                await stream.send_all(b"".join(core.data_to_send()))
                 return
             admitted = True
             self._admitted += 1

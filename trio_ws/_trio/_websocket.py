@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from ..protocol._connection import (
+from ..protocol import (
     Connection,
     ConnectionState,
     MessageChunk,

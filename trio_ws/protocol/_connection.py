@@ -1,207 +1,60 @@
-"""The WebSocket connection state machine, sans I/O.
+"""``Connection``: one WebSocket connection without I/O, wiring the parts together.
 
-``Connection`` takes bytes from the network and gives events; it takes the application's
-requests (send a message, ping, close) and gives the bytes to write. It runs the opening
-handshake (section 4), frame and message assembly (section 5.4), control frames (5.5) and the
-closing handshake (section 7), and refuses every violation with the close code of section 7.4.
+Bytes from the network go to the handshake (``_handshake``), then the frame parser
+(``_frames``), whose data frames the ``Assembler`` makes messages of (``_assembly``) and whose
+control frames are answered here (RFC 6455 section 5.5). The state and the closing
+handshake's facts live in ``_state``. Everything to write comes out of ``data_to_send()``.
 """
 
 from __future__ import annotations
 
-import codecs
-import enum
-import struct
 from collections.abc import Sequence
-from typing import Final
 
-import attrs
-
+from ._assembly import Assembler
+from ._close import CloseCode, decode_close_payload, encode_close_payload
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
+from ._events import (
+    CloseReceived,
+    Event,
+    Ping,
+    Pong,
+    RequestReceived,
+    ResponseReceived,
+)
 from ._extensions import (
     ClientExtensionFactory,
     Extension,
-    MessageDecoder,
     ServerExtensionFactory,
     encode_message,
     negotiate_client,
     negotiate_server,
 )
-from ._frames import (
-    Frame,
-    FrameParser,
-    Opcode,
-    encode_frame,
-    encode_frame_pieces,
-    join_frame,
-    new_mask,
-)
-from ._handshake import (
-    DEFAULT_MAX_HEAD_SIZE,
-    ClientHandshake,
-    HandshakeResponse,
-    HeaderList,
-    Request,
-    ServerHandshake,
-)
+from ._frames import MAX_CONTROL_PAYLOAD, FrameParser, Opcode, encode_frame_pieces, new_mask
+from ._handshake import DEFAULT_MAX_HEAD_SIZE, ClientHandshake, HeaderList, ServerHandshake
 from ._headers import EMPTY_HEADERS
 from ._metrics import LOCAL, REMOTE, Metrics
+from ._state import ConnectionState, Input, Role, StateMachine
 
-__all__ = [
-    "CloseReceived",
-    "Connection",
-    "ConnectionState",
-    "Event",
-    "Message",
-    "MessageChunk",
-    "Ping",
-    "Pong",
-    "RequestReceived",
-    "ResponseReceived",
-    "Role",
-    "encode_close_reason",
-    "is_valid_close_code",
-]
+__all__ = ["Connection"]
 
-
-class Role(enum.Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class ConnectionState(enum.Enum):
-    """The state of a connection, ``ws.state`` (RFC 6455 sections 4 and 7)."""
-
-    #: Opening handshake in progress.
-    CONNECTING = "CONNECTING"
-    #: Handshake done; messages flow both ways.
-    OPEN = "OPEN"
-    #: We sent a close frame and wait for the peer's.
-    CLOSING = "CLOSING"
-    #: Both close frames exchanged, the connection failed, or the stream ended.
-    CLOSED = "CLOSED"
-
-
-# The transitions the state machine allows; anything else is a bug in this module.
-_TRANSITIONS: Final = {
-    ConnectionState.CONNECTING: {ConnectionState.OPEN, ConnectionState.CLOSED},
-    ConnectionState.OPEN: {ConnectionState.CLOSING, ConnectionState.CLOSED},
-    ConnectionState.CLOSING: {ConnectionState.CLOSED},
-    ConnectionState.CLOSED: set(),
-}
-
-
-# Events -------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class RequestReceived:
-    """Server: a valid opening handshake request; answer with ``accept()`` or ``reject()``."""
-
-    request: Request
-
-
-@attrs.frozen
-class ResponseReceived:
-    """Client: the server accepted the upgrade; the connection is OPEN."""
-
-    response: HandshakeResponse
-
-
-@attrs.frozen
-class Message:
-    """A complete data message: ``str`` for text, ``bytes`` for binary."""
-
-    data: str | bytes
-
-
-@attrs.frozen
-class MessageChunk:
-    """A piece of a message that came in several pieces (with ``stream_fragments=True``).
-
-    Text pieces are decoded already (``str``); ``first`` and ``final`` bound the message.
-    """
-
-    data: str | bytes
-    first: bool
-    final: bool
-
-
-@attrs.frozen
-class Ping:
-    """The peer pinged; the pong is already queued in ``data_to_send()``."""
-
-    payload: bytes
-
-
-@attrs.frozen
-class Pong:
-    """The peer sent a pong (an answer to our ping, or unsolicited)."""
-
-    payload: bytes
-
-
-@attrs.frozen
-class CloseReceived:
-    """The peer's close frame; code 1005 if it carried none. Our answer is already queued."""
-
-    code: int
-    reason: str
-
-
-Event = RequestReceived | ResponseReceived | Message | MessageChunk | Ping | Pong | CloseReceived
-
-
-# Close codes ----------------------------------------------------------------------------------
-
-
-def is_valid_close_code(code: int) -> bool:
-    """Codes allowed in a close frame on the wire (section 7.4 and the IANA registry)."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-_CLOSE_CODE = struct.Struct("!H")
-
-#: Section 5.5: a control frame carries at most 125 bytes, 2 of them a close frame's code.
-MAX_CLOSE_REASON: Final = 123
-
-
-def encode_close_reason(reason: str) -> bytes:
-    """A close reason as sent: UTF-8, cut to 123 bytes on a character boundary.
-
-    Section 5.5.1: the reason is UTF-8, and a peer fails the connection with 1007 on a
-    character split by the cut, so a longer reason loses its last whole characters instead
-    (as wsproto does). Lone surrogates, which UTF-8 cannot encode, are sent as ``?``.
-    """
-    data = reason.encode("utf-8", "replace")
-    if len(data) <= MAX_CLOSE_REASON:
-        return data
-    cut = MAX_CLOSE_REASON
-    while data[cut] & 0xC0 == 0x80:  # a continuation byte: the cut would split a character
-        cut -= 1
-    return data[:cut]
-
-
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-@attrs.define(slots=True)
-class _Assembly:
-    """A data message being received (section 5.4): its type, pieces and size so far."""
-
-    opcode: Opcode
-    parts: list[str | bytes]
-    size: int = 0  # bytes received on the wire for it
-    utf8: codecs.IncrementalDecoder | None = None
-    decoder: MessageDecoder | None = None
-    started: bool = False  # a chunk of it was handed out (stream_fragments)
+_OPEN = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
 
 
 class Connection:
     """One WebSocket connection, client or server side, without any I/O.
 
-    Feed network bytes to ``receive_data()``, which returns events; write what
-    ``data_to_send()`` returns after every call that may produce output (automatic pongs and
-    close replies), and what ``send_*()`` return.
+    Feed network bytes to ``receive_data()`` (or ``get_buffer()``/``buffer_updated()``),
+    which returns events (``trio_ws.protocol.Event``); tell it about the end of the stream
+    with ``receive_eof()``. The handshake answers, messages, pings, close frames and the
+    automatic replies (pongs, close echoes, failure close frames) are queued: after every call,
+    write what ``data_to_send()`` returns, in order.
+
+    ``max_message_size`` and ``max_frame_size`` are in bytes (``None``: no limit); a peer
+    exceeding them fails the connection with 1009. ``max_head_size`` bounds the handshake's
+    HTTP head, in bytes. With ``stream_fragments``, a message that arrives in several frames
+    or pieces comes as ``MessageChunk`` events as they arrive, instead of one ``Message`` at
+    the end (a message of one piece stays a ``Message``).
     """
 
     def __init__(
@@ -218,88 +71,118 @@ class Connection:
         #: Where this connection counts its handshake answer, messages, bytes and close
         #: (``trio_ws.Metrics``); ``None`` counts nothing.
         self.metrics = metrics
-        #: Hand out a message that arrives in several pieces as ``MessageChunk`` events as they
-        #: arrive, instead of one ``Message`` at the end (single-piece messages stay ``Message``).
-        self.stream_fragments = stream_fragments
-        self.max_message_size = max_message_size
-        self.max_frame_size = max_frame_size
         self.max_head_size = max_head_size
-        self._state = ConnectionState.CONNECTING
-        self._parser = FrameParser(
-            expect_masked=role is Role.SERVER, max_frame_size=self._frame_limit(0)
+        self._machine = StateMachine()
+        self._parser = FrameParser(expect_masked=role is Role.SERVER, max_frame_size=None)
+        self._assembler = Assembler(
+            self._parser,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            stream_fragments=stream_fragments,
+            metrics=metrics,
         )
-        self._out = bytearray()
-        self._assembly: _Assembly | None = None
-        self._server_hs: ServerHandshake | None = None
+        self._out: list[bytes] = []
+        self._mask = role is Role.CLIENT
+        self._server_hs = (
+            ServerHandshake(max_head_size=max_head_size) if role is Role.SERVER else None
+        )
         self._client_hs: ClientHandshake | None = None
         self._client_factories: list[ClientExtensionFactory] = []
-        if role is Role.SERVER:
-            self._server_hs = ServerHandshake(max_head_size=max_head_size)
+        #: The negotiated extensions, once open (RFC 6455 section 9).
         self.extensions: list[Extension] = []
+        #: The negotiated subprotocol, once open (section 1.9); None if none.
         self.subprotocol: str | None = None
         #: Headers of the 101 response (sent by a server, received by a client).
         self.response_headers = EMPTY_HEADERS
         #: Headers of the request (client side; the server has them in ``RequestReceived``).
         self.request_headers = EMPTY_HEADERS
-        #: The peer's close code and reason, once its close frame arrived.
-        self.close_received: tuple[int, str] | None = None
-        #: Our close code and reason, once we sent a close frame.
-        self.close_sent: tuple[int, str] | None = None
-        #: True if the peer started the closing handshake, False if we did.
-        self.closed_by_peer: bool | None = None
-        #: Set when we failed the connection (section 7.1.7): the code and reason we sent.
-        self.failure: ProtocolError | None = None
-        self._pending_failure: ProtocolError | None = None
 
     # State ------------------------------------------------------------------------------------
 
     @property
     def state(self) -> ConnectionState:
-        return self._state
+        """The state (RFC 6455 sections 4 and 7)."""
+        return self._machine.state
 
-    def _set_state(self, new: ConnectionState) -> None:
-        if new is not self._state and new not in _TRANSITIONS[self._state]:
-            raise LocalProtocolError(f"invalid transition {self._state.name} -> {new.name}")
-        if (
-            new is ConnectionState.CLOSED
-            and self._state is not ConnectionState.CONNECTING
-            and self._state is not new
-            and self.metrics is not None
-        ):
-            self._count_close(self.metrics)
-        self._state = new
+    @property
+    def close_received(self) -> tuple[int, str] | None:
+        """The peer's close code and reason, once its close frame arrived."""
+        return self._machine.close_received
 
-    def _count_close(self, metrics: Metrics) -> None:
-        """Count the close: the first close frame's side and code, else ("remote", 1006)."""
-        if self.closed_by_peer is False and self.close_sent is not None:
-            metrics.count_close(LOCAL, self.close_sent[0])
-        elif self.closed_by_peer and self.close_received is not None:
-            metrics.count_close(REMOTE, self.close_received[0])
-        else:
-            metrics.count_close(REMOTE, 1006)
+    @property
+    def close_sent(self) -> tuple[int, str] | None:
+        """Our close code and reason (as sent: cut to fit), once our close frame is queued."""
+        return self._machine.close_sent
 
-    def data_to_send(self) -> bytes:
-        """Bytes queued by the core itself (pongs, close replies, failure close frames)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    @property
+    def closed_by_peer(self) -> bool | None:
+        """True if the peer started the closing handshake, False if we did, else None."""
+        return self._machine.closed_by_peer
+
+    @property
+    def failure(self) -> ProtocolError | None:
+        """The violation we failed the connection with (section 7.1.7): its code and reason
+        are those of our close frame."""
+        return self._machine.failure
+
+    @property
+    def failure_pending(self) -> bool:
+        """True when a violation was found behind the events last returned.
+
+        The connection fails at the next ``receive_data()`` call, so that an application
+        can answer the messages that came before the violation before the close frame.
+        """
+        return self._machine.pending_failure is not None
 
     @property
     def close_outcome(self) -> tuple[int, str]:
         """How the connection closed: the peer's close code and reason, else the ones we failed
         the connection with, else 1006 (no close frame came)."""
-        if self.close_received is not None:
-            return self.close_received
-        if self.failure is not None:
-            return self.failure.code, self.failure.reason
-        return 1006, ""
+        return self._machine.close_outcome
 
     @property
     def close_code(self) -> int:
         """The code of ``close_outcome``."""
-        return self.close_outcome[0]
+        return self._machine.close_outcome[0]
 
-    # Opening handshake ------------------------------------------------------------------------
+    @property
+    def stream_fragments(self) -> bool:
+        """Messages of several pieces come as ``MessageChunk`` events as they arrive."""
+        return self._assembler.stream_fragments
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest message accepted, in bytes (after decompression); ``None``: no limit."""
+        return self._assembler.max_message_size
+
+    @property
+    def max_frame_size(self) -> int | None:
+        """Largest frame payload accepted, in bytes; ``None``: no limit."""
+        return self._assembler.max_frame_size
+
+    def _count_close(self) -> None:
+        """The open connection is CLOSED now: count the first close frame's side and code,
+        else ("remote", 1006)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        machine = self._machine
+        if machine.closed_by_peer is False and machine.close_sent is not None:
+            metrics.count_close(LOCAL, machine.close_sent[0])
+        elif machine.closed_by_peer and machine.close_received is not None:
+            metrics.count_close(REMOTE, machine.close_received[0])
+        else:
+            metrics.count_close(REMOTE, CloseCode.ABNORMAL_CLOSURE.value)
+
+    def data_to_send(self) -> list[bytes]:
+        """Everything queued to write, in order, and empties the queue: pieces of bytes to
+        write one after the other (``writev``), a frame's large payload (64 KiB or more)
+        apart from its header, never copied to join them. ``[]`` if nothing is queued."""
+        out = self._out
+        self._out = []
+        return out
+
+    # Opening handshake (section 4) ------------------------------------------------------------
 
     def initiate(
         self,
@@ -309,12 +192,13 @@ class Connection:
         subprotocols: Sequence[str] = (),
         extra_headers: HeaderList = (),
         extensions: Sequence[ClientExtensionFactory] = (),
-    ) -> bytes:
-        """Client: the opening handshake request bytes (section 4.1)."""
+    ) -> None:
+        """Client: queue the opening handshake request (section 4.1) for ``host`` (the Host
+        header) and ``target`` (path and query), offering ``subprotocols`` and ``extensions``."""
         if (
             self.role is not Role.CLIENT
             or self._client_hs is not None
-            or self._state is not ConnectionState.CONNECTING
+            or self.state is not ConnectionState.CONNECTING
         ):
             raise LocalProtocolError("initiate() is for a new client connection")
         self._client_factories = list(extensions)
@@ -327,7 +211,7 @@ class Connection:
             max_head_size=self.max_head_size,
         )
         self.request_headers = self._client_hs.request_headers
-        return self._client_hs.request_bytes()
+        self._out.append(self._client_hs.request_bytes())
 
     def accept(
         self,
@@ -335,16 +219,15 @@ class Connection:
         subprotocol: str | None = None,
         extensions: Sequence[ServerExtensionFactory] = (),
         extra_headers: HeaderList = (),
-    ) -> bytes:
-        """Server: accept the received request; returns the 101 response bytes.
+    ) -> None:
+        """Server: accept the received request; queues the 101 response (section 4.2.2).
 
         ``extensions`` are the ones this server supports; each picks among the client's offers.
-
         Frames that arrived with the request are parsed by the next ``receive_data()`` call
         (``receive_data(b"")`` if nothing else comes).
         """
         hs = self._server_hs
-        if hs is None or hs.request is None or self._state is not ConnectionState.CONNECTING:
+        if hs is None or hs.request is None or self.state is not ConnectionState.CONNECTING:
             raise LocalProtocolError("accept() needs a received, unanswered request")
         header, accepted = negotiate_server(hs.request.extensions, extensions)
         out = hs.accept(subprotocol=subprotocol, extensions=header, extra_headers=extra_headers)
@@ -352,21 +235,21 @@ class Connection:
         self.response_headers = hs.response_headers
         if self.metrics is not None:
             self.metrics.count_handshake(101)
-        self._open(accepted, hs.trailing_data)
-        return out
+        self._open(Input.REQUEST_ACCEPTED, accepted, hs.trailing_data)
+        self._out.append(out)
 
-    def reject(self, status: int, headers: HeaderList = (), body: bytes = b"") -> bytes:
-        """Server: answer with an ordinary HTTP response instead; the connection is CLOSED."""
+    def reject(self, status: int, headers: HeaderList = (), body: bytes = b"") -> None:
+        """Server: queue an ordinary HTTP response instead (``status``, headers as
+        ``(name, value)`` pairs, ``body``); the connection is CLOSED."""
         hs = self._server_hs
-        if hs is None or self._state is not ConnectionState.CONNECTING:
+        if hs is None or self.state is not ConnectionState.CONNECTING:
             raise LocalProtocolError("reject() is only possible during the opening handshake")
-        self._set_state(ConnectionState.CLOSED)
-        response = hs.reject(status, headers, body)
+        self._machine.fire(Input.REQUEST_REJECTED)
+        self._out.append(hs.reject(status, headers, body))
         if self.metrics is not None:
             self.metrics.count_handshake(status)
-        return response
 
-    def _open(self, extensions: Sequence[Extension], trailing: bytes) -> None:
+    def _open(self, event: Input, extensions: Sequence[Extension], trailing: bytes) -> None:
         self.extensions = list(extensions)
         rsv = 0
         for ext in self.extensions:
@@ -374,7 +257,8 @@ class Connection:
                 raise LocalProtocolError("two extensions use the same RSV bit")
             rsv |= ext.rsv
         self._parser.allowed_rsv = rsv
-        self._set_state(ConnectionState.OPEN)
+        self._assembler.extensions = self.extensions
+        self._machine.fire(event)
         if self.metrics is not None:
             self.metrics.count_open()
         self._server_hs = None
@@ -392,23 +276,19 @@ class Connection:
             raise LocalProtocolError("call initiate() first")
         try:
             response = hs.receive_data(data)
-        except HandshakeError:
-            self._set_state(ConnectionState.CLOSED)
-            raise
-        if response is None:
-            return []
-        try:
+            if response is None:
+                return []
             accepted = negotiate_client(response.extensions, self._client_factories)
         except HandshakeError:
-            self._set_state(ConnectionState.CLOSED)
+            self._machine.fire(Input.RESPONSE_REFUSED)
             raise
         self.subprotocol = response.subprotocol
         self.response_headers = response.headers
         self._client_hs = None
-        self._open(accepted, hs.trailing_data)
+        self._open(Input.RESPONSE_ACCEPTED, accepted, hs.trailing_data)
         return [ResponseReceived(response)]
 
-    # Receiving ------------------------------------------------------------------------------
+    # Receiving --------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray) -> list[Event]:
         """Feed bytes from the network; return the events they complete.
@@ -418,257 +298,120 @@ class Connection:
         ``HandshakeError``; afterwards, protocol violations never raise: the connection
         fails with the right close code (see ``failure`` and ``data_to_send()``).
         """
-        state = self._state
+        state = self._machine.state
         if state is ConnectionState.CONNECTING:
             # Frames that follow the handshake stay buffered: the next call parses them, once
             # the caller is ready for messages.
             return self._receive_handshake(data)
-        if state is ConnectionState.CLOSED:
+        if state is _CLOSED:
             return []
-        return self._receive_frames(data)
+        if data:
+            self._parser.feed(data)
+        return self._receive_frames()
 
     def get_buffer(self) -> memoryview | None:
         """Where to read the next bytes into, while a large frame arrives: a writable view
         (then call ``buffer_updated()``, not ``receive_data()``); ``None`` otherwise.
 
         Reading into it saves a copy of the payload; ``receive_data()`` works all the same."""
-        if self._state is ConnectionState.OPEN or self._state is ConnectionState.CLOSING:
+        state = self._machine.state
+        if state is _OPEN or state is ConnectionState.CLOSING:
             return self._parser.get_buffer()
         return None
 
     def buffer_updated(self, size: int) -> list[Event]:
         """``receive_data()`` of ``size`` bytes written into the view ``get_buffer()`` gave."""
-        if self._state is ConnectionState.CLOSED:
+        if self._machine.state is _CLOSED:
             return []
         self._parser.buffer_updated(size)
-        return self._receive_frames(b"")
+        return self._receive_frames()
 
     def receive_eof(self) -> None:
         """The peer closed the TCP stream; the connection is CLOSED (1006 without a close)."""
-        self._set_state(ConnectionState.CLOSED)
+        before = self._machine.fire(Input.END_OF_STREAM)
+        if before is _OPEN or before is ConnectionState.CLOSING:
+            self._count_close()
 
-    @property
-    def failure_pending(self) -> bool:
-        """True when a violation was found behind the events last returned.
-
-        The connection fails at the next ``receive_data()`` call, so that an application
-        can answer the messages that came before the violation before the close frame.
-        """
-        return self._pending_failure is not None
-
-    def _receive_frames(self, data: bytes | bytearray) -> list[Event]:
-        parser = self._parser
-        if data:
-            parser.feed(data)
-        if self._pending_failure is not None:
-            self._fail(self._pending_failure)
+    def _receive_frames(self) -> list[Event]:
+        machine = self._machine
+        if machine.pending_failure is not None:
+            self._fail(machine.pending_failure)
             return []
+        parser = self._parser
+        receive = self._assembler.receive
         events: list[Event] = []
         try:
-            while self._state is not ConnectionState.CLOSED:
+            while machine.state is not _CLOSED:
                 item = parser.next()
                 if item is None:
                     break
                 header, piece, done = item
-                opcode = header.opcode
-                if opcode >= 0x8:
-                    event = self._control(opcode, piece)
-                    if event is not None:
-                        events.append(event)
+                if header.opcode >= Opcode.CLOSE:
+                    events.append(self._control(header.opcode, piece))
                 else:
-                    message = self._data(opcode, header.fin, header.rsv, piece, done)
+                    message = receive(header.opcode, header.fin, header.rsv, piece, done)
                     if message is not None:
                         events.append(message)
         except ProtocolError as exc:
             if events:
-                self._pending_failure = exc.with_traceback(None)
+                machine.pending_failure = exc.with_traceback(None)
             else:
                 self._fail(exc)
         return events
 
-    def _frame_limit(self, used: int) -> int | None:
-        """How many more payload bytes the current message may have on the wire."""
-        limits = [
-            limit - (used if limit is self.max_message_size else 0)
-            for limit in (self.max_message_size, self.max_frame_size)
-            if limit is not None
-        ]
-        return min(limits) if limits else None
-
-    def _data(
-        self, opcode: Opcode, fin: bool, rsv: int, piece: bytes, done: bool
-    ) -> Message | MessageChunk | None:
-        assembly = self._assembly
-        starts_frame = not self._in_frame
-        self._in_frame = not done
-        if assembly is None:
-            # Section 5.4: a message starts with a text or binary frame, never a continuation.
-            if opcode is Opcode.CONTINUATION:
-                raise ProtocolError(1002, "continuation frame without a message to continue")
-            decoder = None
-            for ext in self.extensions:
-                decoder = ext.decoder(rsv)
-                if decoder is not None:
-                    break
-            else:
-                if rsv:
-                    raise ProtocolError(1002, "reserved bit set without a negotiated extension")
-            if fin and done:
-                # The common case, one frame in one piece: no assembly needed.
-                if decoder is not None:
-                    size = len(piece)
-                    piece = decoder.decode(piece, final=True, max_size=self.max_message_size)
-                    self._count_inflated(size, len(piece))
-                message = self._whole(opcode, piece)
-                metrics = self.metrics
-                if metrics is not None:
-                    metrics.messages_received += 1
-                    metrics.bytes_received += len(piece)
-                return message
-            assembly = _Assembly(opcode, [], decoder=decoder)
-            if opcode is Opcode.TEXT:
-                assembly.utf8 = _utf8_decoder()
-            self._assembly = assembly
-        elif starts_frame:
-            if opcode is not Opcode.CONTINUATION:
-                raise ProtocolError(1002, "new data frame inside a fragmented message")
-            if rsv:
-                # RFC 7692 section 6.1: RSV1 is set on a message's first frame only.
-                raise ProtocolError(1002, "reserved bit set on a continuation frame")
-        assembly.size += len(piece)
-        final = fin and done
-        data = piece
-        if assembly.decoder is not None:
-            data = assembly.decoder.decode(piece, final=final, max_size=self.max_message_size)
-            self._count_inflated(len(piece), len(data))
-        if self.metrics is not None:
-            self.metrics.bytes_received += len(data)
-        value: str | bytes = data
-        if assembly.utf8 is not None:
-            try:
-                value = assembly.utf8.decode(data, final)
-            except UnicodeDecodeError:
-                raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
-            if not final:
-                # Python's decoder holds back ED A0..ED BF (a UTF-16 surrogate) instead of
-                # failing at once; no continuation can make it valid.
-                held = assembly.utf8.getstate()[0]
-                if len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0:
-                    raise ProtocolError(1007, "invalid UTF-8 in a text message")
-        if final:
-            if self.metrics is not None:
-                self.metrics.messages_received += 1
-            self._assembly = None
-            self._parser.max_frame_size = self._frame_limit(0)
-        else:
-            self._parser.max_frame_size = self._frame_limit(assembly.size)
-        if self.stream_fragments:
-            if not value and not final:
-                return None
-            first = not assembly.started
-            assembly.started = True
-            return MessageChunk(value, first, final)
-        assembly.parts.append(value)
-        if not final:
-            return None
-        if assembly.opcode is Opcode.TEXT:
-            return Message("".join(assembly.parts))  # type: ignore[arg-type]
-        return Message(b"".join(assembly.parts))  # type: ignore[arg-type]
-
-    # True while the pieces of a data frame are arriving.
-    _in_frame = False
-    # True between the first and the last frame of a message we send in fragments.
-    _sending_fragments = False
-
-    def _count_inflated(self, compressed: int, raw: int) -> None:
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.deflate_bytes_received += compressed
-            metrics.deflate_raw_bytes_received += raw
-
-    def _whole(self, opcode: Opcode, payload: bytes) -> Message:
-        if opcode is Opcode.TEXT:
-            try:
-                return Message(payload.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
-        return Message(payload)
-
-    def _control(self, opcode: Opcode, payload: bytes) -> Event | None:
+    def _control(self, opcode: Opcode, payload: bytes) -> Event:
+        """A control frame (section 5.5), answered here."""
         if opcode is Opcode.PING:
-            if self.close_sent is None:
-                self._out += self._control_frame(Opcode.PONG, payload)
+            if self._machine.close_sent is None:
+                self._queue(Opcode.PONG, payload)  # section 5.5.2
             return Ping(payload)
         if opcode is Opcode.PONG:
             return Pong(payload)
-        # Section 5.5.1: an optional 2-byte code, then a UTF-8 reason.
-        if len(payload) == 0:
-            code, reason = 1005, ""
-        elif len(payload) == 1:
-            raise ProtocolError(1002, "close frame with a 1-byte payload")
-        else:
-            (code,) = _CLOSE_CODE.unpack_from(payload)
-            if not is_valid_close_code(code):
-                raise ProtocolError(1002, f"invalid close code {code}")
-            try:
-                reason = payload[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(1007, "invalid UTF-8 in the close reason") from None
-        self.close_received = (code, reason)
-        if self.close_sent is None:
+        code, reason = decode_close_payload(payload)
+        if self._machine.receive_close(code, reason):
             # Section 5.5.1: answer with a close frame, echoing the code.
-            self.closed_by_peer = True
-            echo = b"" if code == 1005 else _CLOSE_CODE.pack(code)
-            self._out += self._control_frame(Opcode.CLOSE, echo)
-            self.close_sent = (code, "")
-        self._set_state(ConnectionState.CLOSED)
+            self._queue(Opcode.CLOSE, encode_close_payload(code))
+        self._count_close()
         return CloseReceived(code, reason)
 
     def _fail(self, error: ProtocolError) -> None:
         """Section 7.1.7: send a close frame with the error's code, then stop processing."""
         # Without its traceback: frames it references may hold large buffers (a bomb's).
-        self.failure = error = error.with_traceback(None)
-        self._pending_failure = None
-        if self.close_sent is None and self._state is not ConnectionState.CONNECTING:
-            reason = encode_close_reason(error.reason)
-            self._out += self._control_frame(Opcode.CLOSE, _CLOSE_CODE.pack(error.code) + reason)
-            self.close_sent = (error.code, reason.decode("utf-8"))
-            self.closed_by_peer = False
-        self._set_state(ConnectionState.CLOSED)
+        error = error.with_traceback(None)
+        payload = encode_close_payload(error.code, error.reason)
+        if self._machine.fail(error, payload[2:].decode("utf-8")):
+            self._queue(Opcode.CLOSE, payload)
+        self._count_close()
 
-    # Sending --------------------------------------------------------------------------------
+    # Sending ----------------------------------------------------------------------------------
 
-    def _frame(self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> Frame:
-        mask = new_mask() if self.role is Role.CLIENT else None
-        return encode_frame_pieces(opcode, payload, fin=fin, rsv=rsv, mask=mask)
-
-    def _control_frame(self, opcode: Opcode, payload: bytes) -> bytes:
-        mask = new_mask() if self.role is Role.CLIENT else None
-        return encode_frame(opcode, payload, mask=mask)
+    def _queue(self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> None:
+        """Queue one frame: masked by a client (section 5.3); a large payload apart."""
+        frame = encode_frame_pieces(
+            opcode, payload, fin=fin, rsv=rsv, mask=new_mask() if self._mask else None
+        )
+        if isinstance(frame, bytes):
+            self._out.append(frame)
+        else:
+            self._out += frame
 
     def _check_can_send(self) -> None:
-        if self._state is not ConnectionState.OPEN:
-            raise LocalProtocolError(f"cannot send data in state {self._state.name}")
+        if self._machine.state is not _OPEN:
+            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
 
     def send_message(
         self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
-    ) -> bytes:
-        """The frame for one whole message: text for ``str``, binary otherwise.
+    ) -> None:
+        """Queue one whole message (section 5.6): text for ``str``, binary otherwise.
 
         ``compress=False`` skips the extensions (permessage-deflate) for this message.
         """
-        return join_frame(self.send_message_pieces(data, compress=compress))
-
-    def send_message_pieces(
-        self, data: str | bytes | bytearray | memoryview, *, compress: bool = True
-    ) -> Frame:
-        """``send_message()``, with a large payload apart from its header (``Frame``)."""
         self._check_can_send()
         if isinstance(data, str):
             opcode, payload = Opcode.TEXT, data.encode("utf-8")
         else:
             opcode, payload = Opcode.BINARY, bytes(data)
-        if self._sending_fragments:
+        if self._machine.sending_fragments:
             raise LocalProtocolError("a fragmented message is being sent: finish it first")
         metrics = self.metrics
         if metrics is not None:
@@ -681,60 +424,52 @@ class Connection:
             if rsv and metrics is not None:
                 metrics.deflate_raw_bytes_sent += size
                 metrics.deflate_bytes_sent += len(payload)
-        return self._frame(opcode, payload, rsv=rsv)
+        self._queue(opcode, payload, rsv=rsv)
 
-    def send_frame(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
-        """One raw data frame, for fragmented sends; extensions are not applied."""
-        return join_frame(self.send_frame_pieces(opcode, payload, fin=fin))
-
-    def send_frame_pieces(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> Frame:
-        """``send_frame()``, with a large payload apart from its header (``Frame``)."""
+    def send_frame(self, opcode: Opcode, payload: bytes, *, fin: bool = True) -> None:
+        """Queue one data frame of a fragmented message (section 5.4): TEXT or BINARY
+        first, then CONTINUATION frames, the last with ``fin``. Extensions are not applied."""
         self._check_can_send()
         if opcode.is_control:
             raise LocalProtocolError("use send_ping(), send_pong() or send_close()")
+        machine = self._machine
         # Section 5.4: a continuation continues a message; a new message waits for the end.
-        if (opcode is Opcode.CONTINUATION) is not self._sending_fragments:
+        if (opcode is Opcode.CONTINUATION) is not machine.sending_fragments:
             raise LocalProtocolError(
                 "a fragmented message is being sent: continue it"
-                if self._sending_fragments
+                if machine.sending_fragments
                 else "no fragmented message to continue"
             )
-        self._sending_fragments = not fin
+        machine.sending_fragments = not fin
         metrics = self.metrics
         if metrics is not None:
             metrics.messages_sent += fin
             metrics.bytes_sent += len(payload)
-        return self._frame(opcode, payload, fin=fin)
+        self._queue(opcode, payload, fin=fin)
 
-    def send_ping(self, payload: bytes = b"") -> bytes:
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a ping (section 5.5.2) of at most 125 bytes."""
+        self._send_control(Opcode.PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        """Queue an unsolicited pong (section 5.5.3) of at most 125 bytes."""
+        self._send_control(Opcode.PONG, payload)
+
+    def _send_control(self, opcode: Opcode, payload: bytes) -> None:
         self._check_can_send()
-        if len(payload) > 125:
-            raise LocalProtocolError("ping payload over 125 bytes")
-        return self._control_frame(Opcode.PING, payload)
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise LocalProtocolError(f"{opcode.name.lower()} payload over 125 bytes")
+        self._queue(opcode, payload)
 
-    def send_pong(self, payload: bytes = b"") -> bytes:
-        self._check_can_send()
-        if len(payload) > 125:
-            raise LocalProtocolError("pong payload over 125 bytes")
-        return self._control_frame(Opcode.PONG, payload)
-
-    def send_close(self, code: int = 1000, reason: str = "") -> bytes:
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (section 7.1.2); the state becomes CLOSING.
 
         Code 1005 sends a close frame without a payload. A reason over 123 bytes of UTF-8 is
         cut to fit, between characters (``encode_close_reason``); ``close_sent`` has the
         reason as sent. An invalid code raises ``ValueError``.
         """
-        if self._state is not ConnectionState.OPEN:
-            raise LocalProtocolError(f"cannot close in state {self._state.name}")
-        if code == 1005:
-            payload, reason = b"", ""
-        else:
-            if not is_valid_close_code(code):
-                raise ValueError(f"close code {code} may not be sent")
-            encoded = encode_close_reason(reason)
-            payload, reason = _CLOSE_CODE.pack(code) + encoded, encoded.decode("utf-8")
-        self.close_sent = (code, reason)
-        self.closed_by_peer = False
-        self._set_state(ConnectionState.CLOSING)
-        return self._control_frame(Opcode.CLOSE, payload)
+        if self._machine.state is not _OPEN:
+            raise LocalProtocolError(f"cannot close in state {self.state.name}")
+        payload = encode_close_payload(code, reason)  # ValueError: nothing changed
+        self._machine.send_close(code, payload[2:].decode("utf-8"))
+        self._queue(Opcode.CLOSE, payload)

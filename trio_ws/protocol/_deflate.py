@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ._close import CloseCode
 from ._errors import HandshakeError, ProtocolError
 from ._extensions import ExtensionParams, format_extension
 from ._frames import RSV1
@@ -433,7 +434,9 @@ class _MessageInflater:
             if self._empty:
                 # Refused here, before the inflater sees it: the tail alone would leave it in
                 # the middle of a stored block's header and fail the next, valid message.
-                raise ProtocolError(1007, "compressed message with an empty payload")
+                raise ProtocolError(
+                    CloseCode.INVALID_DATA, "compressed message with an empty payload"
+                )
             data += _TAIL
         inflater = self._inflater
         room = None if max_size is None else max_size - self._size
@@ -449,14 +452,15 @@ class _MessageInflater:
                 if room is not None and total > room:
                     del pieces, piece
                     raise ProtocolError(
-                        1009, f"decompressed message over the limit of {max_size} bytes"
+                        CloseCode.MESSAGE_TOO_BIG,
+                        f"decompressed message over the limit of {max_size} bytes",
                     )
                 pieces.append(piece)
                 data = inflater.unconsumed_tail
                 if not data and len(piece) < limit:
                     break  # all input consumed and no output left pending in zlib
         except zlib.error as exc:
-            raise ProtocolError(1007, f"invalid compressed data: {exc}") from None
+            raise ProtocolError(CloseCode.INVALID_DATA, f"invalid compressed data: {exc}") from None
         out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._size += len(out)
         if final:

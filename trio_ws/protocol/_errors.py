@@ -20,6 +20,7 @@ class ProtocolError(WebSocketError):
     """The peer broke RFC 6455; ``code`` is the close code to fail the connection with."""
 
     def __init__(self, code: int, reason: str) -> None:
+        code = int(code)  # a plain int, even from a ``CloseCode``
         super().__init__(f"{reason} (close code {code})")
         #: The close code the connection is failed with.
         self.code = code

@@ -26,15 +26,19 @@ ExtensionParams = list[tuple[str, "str | None"]]
 
 
 class MessageDecoder(Protocol):
-    """Turns one incoming message's payload pieces back into its application data."""
+    """Turns one incoming message's payload pieces back into its application data.
+
+    One per message whose first frame set the extension's RSV bits (RFC 7692 section 6.2).
+    """
 
     def decode(self, data: bytes, *, final: bool, max_size: int | None) -> bytes:
-        """Decode the next piece; raise ``ProtocolError(1009)`` past ``max_size`` bytes out."""
+        """Decode the next piece (``final``: the message's last); raise ``ProtocolError(1009)``
+        past ``max_size`` bytes of output in the whole message (``None``: no limit)."""
         ...
 
 
 class Extension(Protocol):
-    """A negotiated extension, as one connection uses it."""
+    """A negotiated extension, as one connection uses it (RFC 6455 section 9)."""
 
     #: Registered name, e.g. ``permessage-deflate``.
     name: str
@@ -51,7 +55,8 @@ class Extension(Protocol):
 
 
 class ClientExtensionFactory(Protocol):
-    """Client side: what to offer, and the extension once the server agreed."""
+    """Client side: what to offer in ``Sec-WebSocket-Extensions``, and the extension once
+    the server agreed (RFC 6455 section 9.1). Pass it to ``Connection.initiate()``."""
 
     name: str
 
@@ -65,7 +70,8 @@ class ClientExtensionFactory(Protocol):
 
 
 class ServerExtensionFactory(Protocol):
-    """Server side: pick an acceptable offer among the client's."""
+    """Server side: pick an acceptable offer among the client's (RFC 6455 section 9.1).
+    Pass it to ``Connection.accept()``."""
 
     name: str
 

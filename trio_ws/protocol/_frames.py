@@ -14,6 +14,7 @@ from typing import Final
 
 import attrs
 
+from ._close import CloseCode
 from ._errors import ProtocolError
 from ._mask import apply_mask
 
@@ -303,7 +304,9 @@ class FrameParser:
         elif length == 127:
             length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             if length >> 63:
-                raise ProtocolError(1002, "frame length has the most significant bit set")
+                raise ProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "frame length has the most significant bit set"
+                )
         opcode = self._check(b0, masked, length)
         mask = bytes(buf[pos + size - 4 : pos + size]) if masked else None
         self._pos = pos + size
@@ -316,23 +319,31 @@ class FrameParser:
     def _check(self, b0: int, masked: bool, length: int) -> Opcode:
         opcode = _OPCODES.get(b0 & 0x0F)
         if opcode is None:
-            raise ProtocolError(1002, f"reserved opcode {b0 & 0x0F:#x}")
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {b0 & 0x0F:#x}")
         if b0 & 0x70 & ~self.allowed_rsv:
-            raise ProtocolError(1002, "reserved bit set without a negotiated extension")
+            raise ProtocolError(
+                CloseCode.PROTOCOL_ERROR, "reserved bit set without a negotiated extension"
+            )
         if masked != self.expect_masked:
             # Section 5.1: clients must mask, servers must not.
-            raise ProtocolError(1002, "frame is masked" if masked else "frame is not masked")
+            raise ProtocolError(
+                CloseCode.PROTOCOL_ERROR, "frame is masked" if masked else "frame is not masked"
+            )
         if opcode >= 0x8:
             # Section 5.5: control frames are never fragmented and carry at most 125 bytes.
             if not b0 & FIN:
-                raise ProtocolError(1002, "fragmented control frame")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
             if b0 & 0x70:
                 # Extensions give RSV bits a meaning on data frames only (RFC 7692 section 6).
-                raise ProtocolError(1002, "reserved bit set on a control frame")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bit set on a control frame")
             if length > MAX_CONTROL_PAYLOAD:
-                raise ProtocolError(1002, "control frame payload over 125 bytes")
+                raise ProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes"
+                )
         elif self.max_frame_size is not None and length > self.max_frame_size:
             # Refused from the header, before any payload is buffered. Before the extended
             # length arrives, ``length`` is 126 or 127, which understates the real length.
-            raise ProtocolError(1009, f"frame over the limit of {self.max_frame_size} bytes")
+            raise ProtocolError(
+                CloseCode.MESSAGE_TOO_BIG, f"frame over the limit of {self.max_frame_size} bytes"
+            )
         return opcode
