@@ -52,6 +52,8 @@ class Server:
     #: Takes ``--defaults`` (the library's own keepalive and compression); the raw servers
     #: have neither, and their cells in the rows at defaults are "-".
     has_defaults: bool = True
+    #: The scenarios it takes part in (``None``: all).
+    scenarios: tuple[str, ...] | None = None
 
 
 SERVERS = [
@@ -62,6 +64,15 @@ SERVERS = [
     Server("aiohttp", BENCH / "servers" / "peer_aiohttp.py", "aiohttp"),  # optional row
     Server(
         "raw ceiling", BENCH / "servers" / "raw_ceiling.py", "trio", raw=True, has_defaults=False
+    ),
+    # What any Trio + h11 WebSocket server pays at least to connect and close.
+    Server(
+        "h11 floor",
+        BENCH / "servers" / "h11_floor.py",
+        "h11",
+        default=False,
+        has_defaults=False,
+        scenarios=("connrate",),
     ),
     # The load generator's own headroom: a server that costs next to nothing.
     Server(
@@ -931,6 +942,8 @@ def main() -> None:
         order = servers[n % len(servers) :] + servers[: n % len(servers)]
         for server in order:
             for scenario in config.scenarios:
+                if server.scenarios is not None and scenario not in server.scenarios:
+                    continue
                 t0 = time.monotonic()
                 cells = RUNNERS[scenario](server, config)
                 for cell, result in cells.items():
