@@ -23,7 +23,7 @@ import struct
 import h11
 import trio
 
-from trio_ws._mask import apply_mask
+from trio_ws.protocol._mask import apply_mask
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 READ_SIZE = 256 * 1024
