@@ -347,7 +347,7 @@ async def test_serve_redis_without_coredis_is_one_line() -> None:
     args = ["serve", "--broadcast", "--port", "0", "--redis", "redis://127.0.0.1:6379"]
     code, out, err = await run_python(["-c", WITHOUT_COREDIS, *args])
     assert (code, out) == (1, "")
-    assert one_line(err) == "error: RedisBackplane needs coredis: pip install 'trio_ws[redis]'"
+    assert one_line(err) == "error: Redis support needs coredis: pip install 'trio_ws[redis]'"
 
 
 async def test_serve_unreadable_tls_files_are_one_line(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def redis_backplane(url: str, **options: Any) -> Any:
 
 
 def test_redis_url_password_is_not_logged() -> None:
-    from trio_ws._features._redis import _redacted
+    from trio_ws._features._redis_client import redacted as _redacted
 
     assert _redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert _redacted("redis://user:secret@host:6379") == "redis://user:***@host:6379"

@@ -124,7 +124,7 @@ async def test_broadcast_example_without_coredis_is_one_line() -> None:
     )
     code, _, err = await run_python(["-c", hide_coredis])
     assert code == 1
-    assert err == "error: RedisBackplane needs coredis: pip install 'trio_ws[redis]'\n"
+    assert err == "error: Redis support needs coredis: pip install 'trio_ws[redis]'\n"
 
 
 def readme_first_example() -> str:

@@ -19,21 +19,16 @@ connection is retried with exponential backoff (with jitter), from ``backoff_ini
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
-
 from ._backplane import Rooms, batch_sender, decode_batch, encode_batch
 from ._broadcast import Room
+from ._redis_client import describe, import_coredis, only_cancelled, redacted, subscribed_client
 
 if TYPE_CHECKING:
     import coredis
@@ -46,15 +41,6 @@ logger = logging.getLogger("trio_ws")
 _MAX_SENDERS = 65536
 
 _Item = tuple[str, int, str | bytes]
-
-
-def _coredis() -> Any:
-    try:
-        import coredis
-        import coredis.retry
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("RedisBackplane needs coredis: pip install 'trio_ws[redis]'") from exc
-    return coredis
 
 
 class RedisBackplane(Rooms):
@@ -89,7 +75,7 @@ class RedisBackplane(Rooms):
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self._coredis = _coredis()
+        self._coredis = import_coredis()
         #: The Redis URL, ``redis://[user:password@]host:port[/db]``.
         self.url = url
         #: Prefix of the Redis channel names: room ``name`` is channel ``prefix + name``.
@@ -186,9 +172,9 @@ class RedisBackplane(Rooms):
                 await self._session(down_since, dropped_before)
                 error = "connection ended"
             except Exception as exc:
-                error = _describe(exc)
+                error = describe(exc)
             except BaseException as exc:
-                await _only_cancelled(exc)
+                await only_cancelled(exc)
                 raise
             finally:
                 was_up = self._connected
@@ -201,57 +187,49 @@ class RedisBackplane(Rooms):
                 logger.warning(
                     "Redis backplane %s: connection lost (%s); local delivery goes on, "
                     "messages for other processes are dropped until it is back",
-                    _redacted(self.url),
+                    redacted(self.url),
                     error,
                 )
             elif failures == 1:
                 logger.warning(
                     "Redis backplane %s: cannot connect (%s); retrying",
-                    _redacted(self.url),
+                    redacted(self.url),
                     error,
                 )
             else:
-                logger.debug("Redis backplane %s: cannot connect (%s)", _redacted(self.url), error)
+                logger.debug("Redis backplane %s: cannot connect (%s)", redacted(self.url), error)
             await trio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.backoff_max)
 
     async def _session(self, down_since: float, dropped_before: int) -> None:
         """One connection: subscribe, then publish and receive until something fails."""
-        lib = self._coredis
-        client: coredis.Redis[bytes] = lib.Redis.from_url(
+        session = subscribed_client(
             self.url,
             connect_timeout=self.connect_timeout,
-            stream_timeout=self.command_timeout,
-            retry_policy=lib.retry.NoRetryPolicy(),
-            **self.client_options,
+            command_timeout=self.command_timeout,
+            ping_interval=self.ping_interval,
+            client_options=self.client_options,
         )
-        async with client:
-            pubsub = client.pubsub(
-                ignore_subscribe_messages=True,
-                retry_policy=lib.retry.NoRetryPolicy(),
-                subscription_timeout=self.connect_timeout,
-                max_idle_seconds=self.ping_interval,
-            )
-            async with pubsub:
-                subscribed: set[str] = set()
-                await self._subscribe(pubsub, subscribed)
-                self._up(down_since, dropped_before)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._publisher, client)
-                    nursery.start_soon(self._subscriber, pubsub)
-                    nursery.start_soon(self._subscriptions, pubsub, subscribed)
+        async with session as (client, pubsub):
+            subscribed: set[str] = set()
+            await self._subscribe(pubsub, subscribed)
+            self._up(down_since, dropped_before)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._publisher, client)
+                nursery.start_soon(self._subscriber, pubsub)
+                nursery.start_soon(self._subscriptions, pubsub, subscribed)
 
     def _up(self, down_since: float, dropped_before: int) -> None:
         self._connected = True
         self.connections += 1
         self._connected_event.set()
         if self.connections == 1:
-            logger.info("Redis backplane %s: connected", _redacted(self.url))
+            logger.info("Redis backplane %s: connected", redacted(self.url))
         else:
             logger.warning(
                 "Redis backplane %s: connected again after %.1f s; %d messages for other "
                 "processes were dropped meanwhile",
-                _redacted(self.url),
+                redacted(self.url),
                 trio.current_time() - down_since,
                 self.dropped_offline - dropped_before,
             )
@@ -347,37 +325,3 @@ class RedisBackplane(Rooms):
             self._last[key] = last
             if len(self._last) > _MAX_SENDERS:
                 del self._last[next(iter(self._last))]
-
-
-async def _only_cancelled(exc: BaseException) -> None:
-    """Raise Cancelled alone if we are cancelled and ``exc`` has only Cancelled and errors.
-
-    coredis's teardown can fail (e.g. ClosedResourceError) while it is being cancelled; those
-    errors would come out beside the Cancelled and crash the caller's nursery.
-    """
-    if not isinstance(exc, BaseExceptionGroup) or trio.current_effective_deadline() != -math.inf:
-        return
-    _, rest = exc.split(trio.Cancelled)
-    if rest is None or isinstance(rest, Exception):
-        await trio.lowlevel.checkpoint()  # raises Cancelled
-
-
-def _describe(exc: BaseException) -> str:
-    """The first leaf of ``exc`` (inside exception groups) as ``Type: message``."""
-    while True:
-        inner = getattr(exc, "exceptions", None)
-        if not inner:
-            break
-        exc = inner[0]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._history import Entry, Position, new_epoch
-from ._redis import _describe
+from ._redis_client import describe
 from ._redis_store import RedisStore
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ class RedisHistory(RedisStore):
         try:
             epoch, last, entries = await self._read(client, position.offset)
         except Exception as exc:
-            logger.debug("Redis history %s: cannot read (%s)", self.name, _describe(exc))
+            logger.debug("Redis history %s: cannot read (%s)", self.name, describe(exc))
             return None
         if epoch != position.epoch or position.offset > last:
             return None

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._presence import PresenceEvent
-from ._redis import _describe
+from ._redis_client import describe
 from ._redis_store import RedisStore
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class RedisPresence(RedisStore):
             await self._sweep(client, refresh=False)
             pairs: Any = await client.eval(_SNAPSHOT, keys=[self._zset], args=[self._hash_prefix])
         except Exception as exc:
-            logger.debug("Redis presence %s: cannot read (%s)", self.name, _describe(exc))
+            logger.debug("Redis presence %s: cannot read (%s)", self.name, describe(exc))
             return dict(self._counts)
         counts: dict[str, int] = {}
         for identity, count in zip(pairs[::2], pairs[1::2], strict=True):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._broadcast import Room
-from ._redis import _coredis, _describe, _only_cancelled, _redacted
+from ._redis_client import describe, import_coredis, only_cancelled, redacted, subscribed_client
 
 if TYPE_CHECKING:
     import coredis
@@ -43,7 +43,7 @@ class RedisStore:
         command_timeout: float,
         ping_interval: float,
     ) -> None:
-        self._coredis = _coredis()
+        self._coredis = import_coredis()
         #: The Redis URL.
         self.url = url
         #: The room's name in Redis.
@@ -89,9 +89,9 @@ class RedisStore:
                 await self._session()
                 error = "connection ended"
             except Exception as exc:
-                error = _describe(exc)
+                error = describe(exc)
             except BaseException as exc:
-                await _only_cancelled(exc)
+                await only_cancelled(exc)
                 raise
             finally:
                 was_up = self._client is not None
@@ -101,34 +101,26 @@ class RedisStore:
             failures += 1
             level = logging.WARNING if failures == 1 else logging.DEBUG
             logger.log(
-                level, "Redis %s %s at %s: %s", self.kind, self.name, _redacted(self.url), error
+                level, "Redis %s %s at %s: %s", self.kind, self.name, redacted(self.url), error
             )
             await trio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.backoff_max)
 
     async def _session(self) -> None:
-        lib = self._coredis
-        client: coredis.Redis[bytes] = lib.Redis.from_url(
+        session = subscribed_client(
             self.url,
             connect_timeout=self.connect_timeout,
-            stream_timeout=self.command_timeout,
-            retry_policy=lib.retry.NoRetryPolicy(),
+            command_timeout=self.command_timeout,
+            ping_interval=self.ping_interval,
         )
-        async with client:
-            pubsub = client.pubsub(
-                ignore_subscribe_messages=True,
-                retry_policy=lib.retry.NoRetryPolicy(),
-                subscription_timeout=self.connect_timeout,
-                max_idle_seconds=self.ping_interval,
-            )
-            async with pubsub:
-                await pubsub.subscribe(self._channel)
-                await self._start(client)  # the channel holds what comes meanwhile
-                self._client = client
-                self._connected_event.set()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._subscriber, pubsub)
-                    self._tasks(nursery, client)
+        async with session as (client, pubsub):
+            await pubsub.subscribe(self._channel)
+            await self._start(client)  # the channel holds what comes meanwhile
+            self._client = client
+            self._connected_event.set()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._subscriber, pubsub)
+                self._tasks(nursery, client)
 
     def _down(self) -> None:
         self._client = None
