@@ -678,9 +678,10 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
             c = by_fd.get(fd)
             if c is not None and ev & (EPOLLIN | EPOLLERR) and feed_recv(c) < 0:
                 gen.fail(c, "connection lost")
-    target = args.messages
+    target: int = args.messages
 
     def burst(round_: int) -> bytes:
+        size: int = args.size
         if args.text:
             first = round_ * target
             return b"".join(
@@ -690,8 +691,8 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
 
     def deliver(frames: bytes, deadline: float) -> tuple[int, float, set[int]]:
         """Send ``frames`` from the sender; wait until every client counted ``target``."""
-        for c in conns:
-            c.count = c.other = c.compressed = 0
+        for member in conns:
+            member.count = member.other = member.compressed = 0
         gen.wire_bytes = 0
         remaining = {c.fd for c in conns if c.state == OPEN}
         delivered = 0

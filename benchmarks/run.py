@@ -659,8 +659,8 @@ def rows_for(config: Config) -> list[Row]:
             Row(f"{key} server CPU µs/delivery", key, "server_us_per_delivery", False, "µs"),
         ]
     if "broadcast-deflate" in config.scenarios:
-        for variant in DEFLATE_VARIANTS:
-            key = broadcast_deflate_cell(config, variant)
+        for compression in DEFLATE_VARIANTS:
+            key = broadcast_deflate_cell(config, compression)
             rows += [
                 Row(f"{key} fan-out ms", key, "fanout_ms", False, "ms"),
                 Row(f"{key} server CPU µs/delivery", key, "server_us_per_delivery", False, "µs"),
