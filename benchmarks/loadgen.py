@@ -5,6 +5,8 @@
     python benchmarks/loadgen.py connrate --port N --count 2000 --concurrency 50
     python benchmarks/loadgen.py idle --port N --conns 2000   # driven over stdin, see run_idle
     python benchmarks/loadgen.py idle --port N --conns 2000 --deflate  # offers permessage-deflate
+    python benchmarks/loadgen.py broadcast --port N --conns 2000 --messages 1 --size 1024 \
+        --text --deflate  # chat-like text, offers permessage-deflate, counts compressed frames
 
 It prints one JSON object (the result) as its last line of standard output. Written for speed
 so that it outruns every server under test: non-blocking sockets driven by epoll directly,
@@ -24,6 +26,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import resource
 import select
 import socket
@@ -36,7 +39,8 @@ from typing import Any
 #: Fixed Sec-WebSocket-Key (the RFC's example) and its accept value.
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-#: The permessage-deflate offer browsers send (Chromium, Firefox): ``idle --deflate`` only.
+#: The permessage-deflate offer browsers send (Chromium, Firefox): ``--deflate`` (idle,
+#: broadcast).
 DEFLATE_OFFER = b"permessage-deflate; client_max_window_bits"
 MASK_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 READ_SIZE = 256 * 1024
@@ -105,6 +109,7 @@ def header_value(head: bytes, name: bytes) -> bytes | None:
 
 class Conn:
     __slots__ = (
+        "compressed",
         "count",
         "eof",
         "extensions",
@@ -116,6 +121,7 @@ class Conn:
         "pending",
         "probe",
         "rbuf",
+        "rsv1",
         "skip",
         "skip_len",
         "skip_op",
@@ -124,6 +130,7 @@ class Conn:
         "state",
         "t_sent",
         "wbuf",
+        "wire",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -136,7 +143,10 @@ class Conn:
         self.skip_len = 0  # that frame's payload length
         self.skip_op = 0  # that frame's first byte
         self.frag = 0  # payload bytes of a fragmented message so far
-        self.count = 0  # complete messages of the expected size
+        self.count = 0  # complete messages of the expected size (or compressed, see Generator)
+        self.compressed = 0  # of which compressed (RSV1 set on their first frame)
+        self.wire = 0  # bytes on the wire of the counted messages, frame headers included
+        self.rsv1 = False  # the message being received is compressed
         self.other = 0  # complete messages of another size
         self.probe = False  # a broadcast probe (1-byte message) arrived
         self.got_close = False
@@ -155,6 +165,9 @@ class Generator:
         self.port = port
         self.raw = raw
         self.expect = expect  # payload length of a counted message
+        # With permessage-deflate offered, every compressed message counts too (its length
+        # varies): frames are only delimited and counted, never decompressed.
+        self.deflate = deflate
         self.pong = pong  # answer the server's pings (idle connections with keepalive on)
         self.pings = 0  # pings received
         self.ep = select.epoll()
@@ -163,6 +176,7 @@ class Generator:
         self.view = memoryview(self.scratch)
         self.errors: dict[str, int] = {}
         self.head = request_head(port, deflate=deflate)
+        self.wire_bytes = 0  # of the counted messages, see Conn.wire
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -233,6 +247,9 @@ class Generator:
             elif op == 9:
                 self.pings += 1  # answered in feed() when asked to (idle), else ignored
             return
+        if self.deflate:
+            self._deflate_frame_done(c, op, b0, length)
+            return
         if not b0 & 0x80:
             c.frag += length
             return
@@ -240,6 +257,29 @@ class Generator:
         c.frag = 0
         if length == self.expect:
             c.count += 1
+        elif length == 1:
+            c.probe = True
+        else:
+            c.other += 1
+
+    def _deflate_frame_done(self, c: Conn, op: int, b0: int, length: int) -> None:
+        """``_frame_done`` with permessage-deflate offered (kept apart: the other scenarios'
+        hot path stays as it was): compressed messages count whatever their length, and the
+        bytes on the wire of counted messages are added up."""
+        if op:  # a message's first frame: RSV1 marks it compressed (RFC 7692 section 6)
+            c.rsv1 = bool(b0 & 0x40)
+        # Server frames are unmasked: a 2, 4 or 10-byte header.
+        c.wire += length + (2 if length < 126 else 4 if length < 65536 else 10)
+        if not b0 & 0x80:
+            c.frag += length
+            return
+        length += c.frag
+        c.frag = 0
+        wire, c.wire = c.wire, 0
+        if length == self.expect or c.rsv1:
+            c.count += 1
+            c.compressed += c.rsv1
+            self.wire_bytes += wire
         elif length == 1:
             c.probe = True
         else:
@@ -444,9 +484,19 @@ class Generator:
 
 
 def server_cpu(pid: int | None) -> float | None:
-    """CPU seconds the server process has used so far (user + system), from /proc."""
+    """CPU seconds the server process has used so far: the run time of its threads from
+    ``/proc/PID/task/*/schedstat`` (nanoseconds), else user + system time from
+    ``/proc/PID/stat`` (clock ticks, 10 ms: too coarse for a single broadcast)."""
     if pid is None:
         return None
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
@@ -572,10 +622,42 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
+#: Words of the chat-like text messages (``broadcast --text``).
+_VOCABULARY = (
+    "the a to and of in is it you that for on with this be are have not we was at but can "
+    "they just so what about all will one there like if your my do from out up an or get "
+    "room chat message hello thanks today tomorrow meeting deploy server client broadcast "
+    "trio socket python latency release review merge branch test green build queue"
+)
+WORDS = _VOCABULARY.split()
+
+
+def chat_message(n: int, size: int) -> bytes:
+    """A JSON chat message of exactly ``size`` bytes (ASCII), different for every ``n``: text
+    of random words, which deflate compresses as it does real chat, not as a repeated one."""
+    rng = random.Random(n)
+    head = f'{{"type":"message","room":"lobby","user":"user{rng.randrange(10000)}","seq":{n},'
+    head += f'"ts":{1_700_000_000 + n * 7},"text":"'
+    text: list[str] = []
+    length = len(head) + 2
+    while length < size:
+        word = rng.choice(WORDS)
+        text.append(word)
+        length += len(word) + 1
+    message = (head + " ".join(text))[: size - 2] + '"}'
+    return message.encode("ascii").ljust(size, b" ")[:size]
+
+
 def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
-    """``conns`` clients; client 0 sends ``messages`` messages at once; count deliveries."""
+    """``conns`` clients; client 0 sends ``messages`` messages at once; count deliveries.
+
+    ``--text``: chat-like JSON text messages instead of random bytes (which do not compress).
+    ``--deflate``: offer permessage-deflate as browsers do; compressed messages (RSV1) are
+    counted whatever their length, and the bytes on the wire per delivery are reported.
+    ``--warmup-rounds N``: first N broadcasts of ``messages`` each, every one waited for, then
+    the measured one (steady state: compressors made, context taken over)."""
     size = args.size
-    gen = Generator(args.port, raw=args.raw, expect=size)
+    gen = Generator(args.port, raw=args.raw, expect=size, deflate=args.deflate)
     conns = gen.open_many(args.conns, min(args.conns, 200))
     if len(conns) < args.conns:
         gen.close_all(conns, timeout=1.0)
@@ -615,37 +697,59 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
             c = by_fd.get(fd)
             if c is not None and ev & (EPOLLIN | EPOLLERR) and feed_recv(c) < 0:
                 gen.fail(c, "connection lost")
-    for c in conns:
-        c.count = c.other = 0
-    burst = client_frame(0x2, os.urandom(size)) * args.messages
-    target = args.messages
+    target: int = args.messages
+
+    def burst(round_: int) -> bytes:
+        size: int = args.size
+        if args.text:
+            first = round_ * target
+            return b"".join(
+                client_frame(0x1, chat_message(n, size)) for n in range(first, first + target)
+            )
+        return client_frame(0x2, os.urandom(size)) * target
+
+    def deliver(frames: bytes, deadline: float) -> tuple[int, float, set[int]]:
+        """Send ``frames`` from the sender; wait until every client counted ``target``."""
+        for member in conns:
+            member.count = member.other = member.compressed = 0
+        gen.wire_bytes = 0
+        remaining = {c.fd for c in conns if c.state == OPEN}
+        delivered = 0
+        t_last = perf()
+        gen.send(sender, frames)
+        while remaining and perf() < deadline:
+            for fd, ev in ep_poll(0.05):
+                c = by_fd.get(fd)
+                if c is None:
+                    continue
+                if ev & EPOLLOUT:
+                    gen.flush(c)
+                if not ev & (EPOLLIN | EPOLLERR):
+                    continue
+                before = c.count
+                if feed_recv(c) < 0:
+                    gen.fail(c, "connection lost")
+                    remaining.discard(fd)
+                if c.count != before:
+                    delivered += c.count - before
+                    t_last = perf()
+                    if c.count >= target:
+                        remaining.discard(fd)
+        return delivered, t_last, remaining
+
+    # Warm-up rounds: the members have received broadcasts before (compressors exist and,
+    # with context takeover, hold earlier messages), as in a room that has been running.
+    for round_ in range(args.warmup_rounds):
+        _, _, left = deliver(burst(round_), perf() + args.timeout)
+        if left:
+            gen.close_all(conns, timeout=1.0)
+            return {"error": f"{len(left)} clients missed a warm-up round", **summary(gen)}
     expected = target * len(conns)
-    remaining = {c.fd for c in conns}
-    delivered = 0
+    frames = burst(args.warmup_rounds)
     cpu0 = cpu_seconds()
     srv_start = server_cpu(args.server_pid)
     t0 = perf()
-    gen.send(sender, burst)
-    deadline = t0 + args.timeout
-    t_last = t0
-    while remaining and perf() < deadline:
-        for fd, ev in ep_poll(0.05):
-            c = by_fd.get(fd)
-            if c is None:
-                continue
-            if ev & EPOLLOUT:
-                gen.flush(c)
-            if not ev & (EPOLLIN | EPOLLERR):
-                continue
-            before = c.count
-            if feed_recv(c) < 0:
-                gen.fail(c, "connection lost")
-                remaining.discard(fd)
-            if c.count != before:
-                delivered += c.count - before
-                t_last = perf()
-                if c.count >= target:
-                    remaining.discard(fd)
+    delivered, t_last, remaining = deliver(frames, t0 + args.timeout)
     cpu = cpu_seconds() - cpu0
     srv_end = server_cpu(args.server_pid)
     elapsed = t_last - t0
@@ -654,6 +758,7 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "clients": len(conns),
         "messages": target,
+        "warmup_rounds": args.warmup_rounds,
         "delivered": delivered,
         "missing": expected - delivered,
         "fanout_ms": elapsed * 1000.0,
@@ -661,6 +766,14 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
         "server_us_per_delivery": per_unit_us(srv_start, srv_end, delivered),
         "timed_out": bool(remaining),
         "gen_cpu_util": cpu / wall if wall else None,
+        "compressed": sum(c.compressed for c in conns),
+        "wire_bytes_per_delivery": (
+            gen.wire_bytes / delivered if delivered and args.deflate else None
+        ),
+        "extensions": sum(c.extensions is not None for c in conns),
+        "extension_values": sorted(
+            {c.extensions.decode("latin-1") for c in conns if c.extensions is not None}
+        )[:4],
         **summary(gen),
     }
     if delivered == 0:
@@ -828,6 +941,13 @@ def main() -> None:
     bc.add_argument("--messages", type=int, default=200)
     bc.add_argument("--size", type=int, default=64)
     bc.add_argument("--timeout", type=float, default=20.0)
+    bc.add_argument(
+        "--warmup-rounds", type=int, default=0, help="broadcasts delivered before measuring"
+    )
+    bc.add_argument("--text", action="store_true", help="chat-like JSON text, not random bytes")
+    bc.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate as browsers do"
+    )
     cr = sub.add_parser("connrate", parents=[common])
     cr.add_argument("--count", type=int, default=2000)
     cr.add_argument("--concurrency", type=int, default=50)

@@ -88,9 +88,20 @@ SUBJECT = "trio_ws"
 BASELINES = ["trio-websocket", "websockets", "websockets.trio"]
 SCENARIOS = ["echo", "broadcast", "connrate", "memory", "memory-defaults", "memory-deflate"]
 #: Run only when named in ``--scenarios``: "broadcast-history" is the broadcast scenario with
-#: the room keeping its last ``HISTORY_SIZE`` broadcasts (trio_ws only).
-OPT_IN_SCENARIOS = ["broadcast-history"]
+#: the room keeping its last ``HISTORY_SIZE`` broadcasts (trio_ws only); "broadcast-deflate"
+#: broadcasts 1 KiB chat-like text to clients that offer permessage-deflate as browsers do,
+#: against three trio_ws servers: compression off, the default (context takeover), and
+#: ``server_no_context_takeover=True`` (one compression per broadcast, shared by every member).
+OPT_IN_SCENARIOS = ["broadcast-history", "broadcast-deflate"]
 HISTORY_SIZE = 1000
+#: ``trio_ws_server.py --compression`` value and cell label of each broadcast-deflate variant.
+DEFLATE_VARIANTS = {
+    "off": "compression off",
+    "default": "context takeover",
+    "shared": "no context takeover",
+}
+#: Broadcasts delivered before the measured one (compressors made, context taken over).
+DEFLATE_WARMUP_ROUNDS = 5
 #: What the handshake of the permessage-deflate row offers (``loadgen.py idle --deflate``).
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 #: Seconds a broadcast may take to deliver everything before the missing ones are counted.
@@ -108,6 +119,9 @@ class Config:
     broadcast_clients: int
     broadcast_messages: int
     broadcast_size: int
+    broadcast_deflate_clients: int
+    broadcast_deflate_messages: int
+    broadcast_deflate_size: int
     connrate_count: int
     connrate_concurrency: int
     memory_conns: int
@@ -130,6 +144,9 @@ def make_config(args: argparse.Namespace) -> Config:
         broadcast_clients=100 if quick else 1000,
         broadcast_messages=200,
         broadcast_size=64,
+        broadcast_deflate_clients=500 if quick else 2000,
+        broadcast_deflate_messages=1,
+        broadcast_deflate_size=1024,
         connrate_count=500 if quick else 2000,
         connrate_concurrency=50,
         memory_conns=500 if quick else 2000,
@@ -369,6 +386,51 @@ def run_broadcast(
     return {key: result}
 
 
+def run_broadcast_deflate(server: Server, config: Config) -> dict[str, dict[str, Any]]:
+    """The broadcast-deflate cells: one server process per variant, the same load."""
+    results: dict[str, dict[str, Any]] = {}
+    for variant in DEFLATE_VARIANTS:
+        key = broadcast_deflate_cell(config, variant)
+        if server.name != SUBJECT:
+            results[key] = {"not_applicable": "trio_ws's compression settings"}
+            continue
+        try:
+            with running(server, "broadcast", config, ("--compression", variant)) as proc:
+                cmd = loadgen_cmd(
+                    "broadcast",
+                    proc.port,
+                    server,
+                    config,
+                    "--conns",
+                    config.broadcast_deflate_clients,
+                    "--messages",
+                    config.broadcast_deflate_messages,
+                    "--size",
+                    config.broadcast_deflate_size,
+                    "--warmup-rounds",
+                    DEFLATE_WARMUP_ROUNDS,
+                    "--timeout",
+                    BROADCAST_TIMEOUT,
+                    "--text",
+                    "--deflate",
+                    pid=proc.proc.pid,
+                )
+                result = measured(proc, cmd, timeout=BROADCAST_TIMEOUT * 3 + 40)
+                if not proc.alive():
+                    result["error"] = f"server died: {proc.stderr_tail()}"
+        except RuntimeError as exc:
+            result = {"error": f"server did not start: {exc}"}
+        results[key] = result
+    return results
+
+
+def broadcast_deflate_cell(config: Config, variant: str) -> str:
+    return (
+        f"broadcast {config.broadcast_deflate_clients} x {_size(config.broadcast_deflate_size)}"
+        f" text, {DEFLATE_VARIANTS[variant]}"
+    )
+
+
 def broadcast_cell(config: Config, history: bool = False) -> str:
     key = f"broadcast {config.broadcast_clients} clients"
     return f"{key}, history {HISTORY_SIZE}" if history else key
@@ -555,6 +617,7 @@ RUNNERS: dict[str, Callable[[Server, Config], dict[str, dict[str, Any]]]] = {
     "echo": run_echo,
     "broadcast": run_broadcast,
     "broadcast-history": functools.partial(run_broadcast, history=True),
+    "broadcast-deflate": run_broadcast_deflate,
     "connrate": run_connrate,
     **{
         name: functools.partial(run_memory, variant=variant)
@@ -595,6 +658,14 @@ def rows_for(config: Config) -> list[Row]:
             Row(f"{key} fan-out ms", key, "fanout_ms", False, "ms"),
             Row(f"{key} server CPU µs/delivery", key, "server_us_per_delivery", False, "µs"),
         ]
+    if "broadcast-deflate" in config.scenarios:
+        for compression in DEFLATE_VARIANTS:
+            key = broadcast_deflate_cell(config, compression)
+            rows += [
+                Row(f"{key} fan-out ms", key, "fanout_ms", False, "ms"),
+                Row(f"{key} server CPU µs/delivery", key, "server_us_per_delivery", False, "µs"),
+                Row(f"{key} wire bytes/delivery", key, "wire_bytes_per_delivery", False, "B"),
+            ]
     if "connrate" in config.scenarios:
         key = f"connect+close {config.connrate_count}"
         rows.append(Row(f"{key} conn/s", key, "conn_per_s", True, "/s"))
@@ -1034,6 +1105,8 @@ def _brief(result: dict[str, Any]) -> str:
                 extra = f"  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms"
             if key == "deliveries_per_s":
                 extra = f"  fan-out {result['fanout_ms']:.0f} ms  missing {result['missing']}"
+                if result.get("wire_bytes_per_delivery") is not None:
+                    extra += f"  {result['wire_bytes_per_delivery']:.0f} B/delivery"
             if key == "kib_per_conn" and result.get("offered"):
                 extra = f"  extension in {result['extensions']}/{result.get('conns')} 101s"
                 extra += "  (NOT NEGOTIATED)" if result.get("not_negotiated") else ""

@@ -3,6 +3,7 @@
     python benchmarks/trio_ws_server.py --port 9001 --mode echo|broadcast [--host 127.0.0.1]
     python benchmarks/trio_ws_server.py --port 9001 --mode echo --defaults
     python benchmarks/trio_ws_server.py --port 9001 --mode broadcast --history 1000
+    python benchmarks/trio_ws_server.py --port 9001 --mode broadcast --compression shared
 
 echo: every message goes back to its sender. broadcast: every message received from any
 client goes to every connected client (the sender included) through one ``trio_ws.Room``;
@@ -12,7 +13,11 @@ every server of the suite (benchmarks/servers/). ``--defaults``: keepalive and c
 permessage-deflate accepted), messages still up to 32 MiB. ``--history N``: the room keeps its
 last N broadcasts (``MemoryHistory(N)``: an offset and an entry per broadcast), so that the
 broadcast scenario measures what history costs on the live path; no envelope (the messages
-stay as the load generator sent them).
+stay as the load generator sent them). ``--compression``: what a client's permessage-deflate
+offer gets: ``default`` (``PerMessageDeflate()``, context takeover: what every run without the
+flag uses; clients that offer nothing get no compression either way), ``off``
+(``compression=None``: offers declined), ``shared`` (``PerMessageDeflate(
+server_no_context_takeover=True)``: the room compresses each broadcast once for every member).
 """
 
 from __future__ import annotations
@@ -21,12 +26,18 @@ import argparse
 import contextlib
 import functools
 
+import attrs
 import trio
 
 import trio_ws
 
 OPTIONS = trio_ws.WebSocketOptions(ping_interval=None, max_message_size=2**25)
 DEFAULTS = trio_ws.WebSocketOptions(max_message_size=2**25)
+COMPRESSION = {
+    "default": trio_ws.PerMessageDeflate(),
+    "off": None,
+    "shared": trio_ws.PerMessageDeflate(server_no_context_takeover=True),
+}
 
 
 async def echo(request: trio_ws.WebSocketRequest) -> None:
@@ -53,11 +64,18 @@ def main() -> None:
     parser.add_argument(
         "--history", type=int, default=0, help="broadcast: keep the last N broadcasts (0: off)"
     )
+    parser.add_argument(
+        "--compression",
+        choices=sorted(COMPRESSION),
+        default="default",
+        help="permessage-deflate: default (context takeover), off, or shared (none)",
+    )
     args = parser.parse_args()
     history = trio_ws.MemoryHistory(args.history) if args.history else None
     room = trio_ws.Room(history=history)
     handler = echo if args.mode == "echo" else functools.partial(broadcast, room)
     options = DEFAULTS if args.defaults else OPTIONS
+    options = attrs.evolve(options, compression=COMPRESSION[args.compression])
     serve = functools.partial(trio_ws.serve_websocket, options=options)
     print(f"trio_ws {args.mode} server on ws://{args.host}:{args.port}/", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -317,6 +317,20 @@ def test_client_offer(settings: PerMessageDeflate, offer: str) -> None:
             "server_max_window_bits=9; client_max_window_bits=11",
             (9, True, 11, True),
         ),
+        # Section 7.1.1.1: the server may add server_no_context_takeover on its own; here to
+        # browsers' offer, and to a client that offered it too (granted once, not twice).
+        (
+            PerMessageDeflate(server_no_context_takeover=True),
+            "client_max_window_bits",
+            "server_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12",
+            (12, True, 12, False),
+        ),
+        (
+            PerMessageDeflate(server_no_context_takeover=True),
+            "server_no_context_takeover",
+            "server_no_context_takeover; server_max_window_bits=12",
+            (12, True, 15, False),
+        ),
         # Parameter names are case-insensitive, quoted values are unquoted (RFC 6455 9.1).
         (
             PerMessageDeflate(),
@@ -653,6 +667,40 @@ def test_shared_encoding_key() -> None:
     other = DeflateExtension(send_window_bits=11, send_no_context_takeover=True)
     assert other.shared_encoding_key not in (None, key)
     assert DeflateExtension(send_window_bits=12).shared_encoding_key is None
+
+
+def test_server_no_context_takeover_shares_across_offers() -> None:
+    """A server with ``server_no_context_takeover=True`` gives one encoding key to every
+    offer that leaves it the same window (browsers', trio_ws's, one asking for
+    no context takeover itself), whatever the client's own window; a smaller window asked
+    for gives another key. Without the setting, no offer but the last shares."""
+    broadcast = PerMessageDeflate(server_no_context_takeover=True)
+    offers = [
+        "client_max_window_bits",  # browsers
+        "server_max_window_bits=12; client_max_window_bits=12",  # trio_ws
+        "client_max_window_bits=15",
+        "client_max_window_bits; server_no_context_takeover",
+        "client_no_context_takeover; client_max_window_bits=9",
+        "",
+    ]
+    keys = {server_negotiate(broadcast, offer)[1].shared_encoding_key for offer in offers}
+    assert len(keys) == 1 and None not in keys
+    smaller = server_negotiate(broadcast, "server_max_window_bits=10")[1].shared_encoding_key
+    assert smaller is not None and smaller not in keys
+    default = PerMessageDeflate()
+    assert server_negotiate(default, "client_max_window_bits")[1].shared_encoding_key is None
+    asked = server_negotiate(default, "server_no_context_takeover")[1].shared_encoding_key
+    assert asked in keys  # a client that asks for it shares too
+    # And the frames are the same bytes, which every client decompresses.
+    message = json_message(20).encode()
+    encodings = {
+        bytes(server_negotiate(broadcast, offer)[1].encode(Opcode.TEXT, message)[1])
+        for offer in offers
+    }
+    assert len(encodings) == 1
+    (compressed,) = encodings
+    assert len(compressed) < len(message) // 2
+    assert zlib.decompressobj(wbits=-12).decompress(compressed + b"\x00\x00\xff\xff") == message
 
 
 window_bits = st.one_of(st.none(), st.integers(8, 15))

@@ -505,3 +505,67 @@ async def test_trio_ws_client_with_compression_against_websockets_server() -> No
                 assert await ws.receive() == message
         await server.aclose()
         nursery.cancel_scope.cancel()
+
+
+@bounded
+async def test_shared_compressed_broadcast_to_websockets_and_trio_ws_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``server_no_context_takeover=True`` (which no client here asks for), a room
+    compresses each broadcast once and offers the same bytes object to every member: two
+    websockets clients and two trio_ws clients, which all decompress it."""
+    import trio_ws._trio._outbox as outbox_module
+    from trio_ws.protocol._extensions import encode_message
+
+    encodings: list[bytes] = []
+    offered: list[bytes] = []
+
+    def counting_encode(*args: Any) -> tuple[int, bytes]:
+        rsv, data = encode_message(*args)
+        encodings.append(data)
+        return rsv, data
+
+    def recording_offer_frame(self: outbox_module.Outbox, frame: bytes) -> outbox_module.Offer:
+        offered.append(frame)
+        return original_offer_frame(self, frame)
+
+    original_offer_frame = outbox_module.Outbox.offer_frame
+    monkeypatch.setattr(outbox_module, "encode_message", counting_encode)
+    monkeypatch.setattr(outbox_module.Outbox, "offer_frame", recording_offer_frame)
+    deflate = trio_ws.PerMessageDeflate(server_no_context_takeover=True)
+    options = trio_ws.WebSocketOptions(ping_interval=None, compression=deflate)
+    room = trio_ws.Room()
+    members = trio.Semaphore(0)
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        with room.joined(ws):
+            members.release()
+            await ws.receive()
+
+    messages = [JSON * 20, JSON * 20, "é" * 3000, JSON * 21]
+    async with running_server(handler, options=options) as server:
+        url = f"ws://{HOST}:{server.port}/"
+        async with (
+            ws_connect(url, proxy=None, ping_interval=None, compression="deflate") as w1,
+            ws_connect(url, proxy=None, ping_interval=None, compression="deflate") as w2,
+            trio_ws.open_websocket(HOST, server.port, "/") as t1,
+            trio_ws.open_websocket(HOST, server.port, "/") as t2,
+        ):
+            for _ in range(4):
+                await members.acquire()
+            for ws in (w1, w2):
+                response = ws.response.headers["Sec-WebSocket-Extensions"]
+                assert response.startswith("permessage-deflate; server_no_context_takeover")
+            assert t1.extensions == t2.extensions == ["permessage-deflate"]
+            for message in messages:
+                encodings.clear()
+                offered.clear()
+                assert room.broadcast(message) == 4
+                assert len(encodings) == 1  # compressed once for all four
+                assert len(encodings[0]) < len(message.encode()) // 4
+                assert len(offered) == 4 and all(frame is offered[0] for frame in offered)
+                for w in (w1, w2):
+                    assert await w.recv() == message
+                for t in (t1, t2):
+                    assert await t.receive() == message
