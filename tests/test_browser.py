@@ -12,6 +12,7 @@ When either is missing the tests are skipped, unless ``TRIO_WS_REQUIRE_BROWSER=1
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -163,28 +164,37 @@ def chat_server(tmp_path: Path) -> Iterator[ChatServer]:
         print(f"--- server log ({server.log_path}) ---\n{server.log()}")  # shown on failure
 
 
-# -- a byte-counting TCP proxy (to see that messages are compressed on the wire) -----------------
+# -- a TCP proxy that counts bytes and can cut the network -----------------------------------------
 
 
 class CountingProxy:
     """Forwards every connection on its own loopback port to ``target``, counting the bytes
-    in each direction. Threads, so it runs beside Playwright's sync API."""
+    in each direction; ``cut()`` drops every connection and refuses new ones until
+    ``restore()`` (a network blip). Threads, so it runs beside Playwright's sync API."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.up = 0  # client -> server bytes
         self.down = 0  # server -> client bytes
         self.first_down = b""  # the start of the server's answer (the handshake response)
+        self.refusing = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server((HOST, 0))
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._accept, daemon=True).start()
 
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if self.refusing:  # the network is down: the connection ends at once
+                    _drop(client)
+                    continue
                 upstream = socket.create_connection((HOST, self.target_port), timeout=5)
             except (OSError, http.client.HTTPException):
                 return
@@ -209,11 +219,29 @@ class CountingProxy:
         except OSError:
             pass
 
+    def cut(self) -> None:
+        """Drop every connection (both ends see it end, without a close frame) and refuse new
+        ones until ``restore()``."""
+        self.refusing = True
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _drop(sock)
+
+    def restore(self) -> None:
+        self.refusing = False
+
     def close(self) -> None:
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
                 sock.close()
+
+
+def _drop(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
+    sock.close()
 
 
 # -- the browser ----------------------------------------------------------------------------------
@@ -258,12 +286,20 @@ def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
     assert errors == [], f"uncaught JavaScript errors: {errors}"
 
 
-def _open_chat(new_page: Callable[[], Page], server: ChatServer, name: str) -> Page:
+def _open_chat(
+    new_page: Callable[[], Page], server: ChatServer, name: str, *, url: str | None = None
+) -> Page:
+    """The chat page as ``name`` (its ``?name=``), from ``url`` (default: the server's)."""
     page = new_page()
-    page.goto(server.url)
-    page.fill("#name", name)
+    page.goto(f"{url or server.url}?name={name}")
+    expect(page.locator("#name")).to_have_value(name)
     expect(page.locator("#status")).to_have_text("open", timeout=WAIT_MS)
     return page
+
+
+def _messages(page: Page) -> list[str]:
+    """The chat messages in the page's log (not its notices), in order."""
+    return [str(text) for text in page.locator("#log li.message span").all_text_contents()]
 
 
 def _say(page: Page, text: str) -> None:
@@ -325,7 +361,10 @@ async ({url, message, timeoutMs}) => {
   }), "open");
   const extensions = ws.extensions;
   const received = bounded(new Promise((resolve, reject) => {
-    ws.onmessage = (e) => resolve(e.data);
+    ws.onmessage = (e) => {  // the chat message's envelope (not the server's "position")
+      const message = JSON.parse(e.data);
+      if ("data" in message) resolve(message.data);
+    };
     ws.onclose = (e) => reject(new Error(`closed before the echo: ${e.code} ${e.reason}`));
   }), "the broadcast of our message");
   ws.send(message);
@@ -376,6 +415,49 @@ def test_reconnects_after_server_restart(
     expect(status).to_have_text("closed", timeout=WAIT_MS)
     chat_server.start()  # same port
     expect(status).to_have_text("open", timeout=RECONNECT_MS)
+    # A new process has a new history: the page cannot catch up, and says so.
+    expect(page.locator("#log li.notice")).to_have_text(
+        re.compile("some messages may be missing"), timeout=WAIT_MS
+    )
 
     _say(page, "back again")  # and the new connection works
     expect(page.locator("#log li").last).to_contain_text("carol: back again", timeout=WAIT_MS)
+
+
+def test_recovers_missed_messages_after_a_network_blip(
+    chat_server: ChatServer, new_page: Callable[[], Page]
+) -> None:
+    proxy = CountingProxy(chat_server.port)  # alice's network
+    try:
+        alice = _open_chat(new_page, chat_server, "alice", url=proxy.url)
+        bob = _open_chat(new_page, chat_server, "bob")
+        for page in (alice, bob):
+            expect(page.locator("#online li")).to_have_text(["alice", "bob"], timeout=WAIT_MS)
+        _say(bob, "before")
+        expect(alice.locator("#log li.message span")).to_have_text(["bob: before"], timeout=WAIT_MS)
+
+        proxy.cut()  # alice's connection drops; her reconnects fail until restore()
+        expect(alice.locator("#status")).not_to_have_text("open", timeout=WAIT_MS)
+        expect(bob.locator("#online li")).to_have_text(["bob"], timeout=WAIT_MS)
+        missed = [f"missed {i}" for i in range(1, 6)]
+        for text in missed:
+            _say(bob, text)
+        expect(bob.locator("#log li.message")).to_have_count(1 + len(missed), timeout=WAIT_MS)
+        assert _messages(alice) == ["bob: before"]  # she was away
+
+        proxy.restore()
+        expect(alice.locator("#status")).to_have_text("open", timeout=RECONNECT_MS)
+        expected = ["bob: before"] + [f"bob: {text}" for text in missed]
+        expect(alice.locator("#log li.message span")).to_have_text(expected, timeout=WAIT_MS)
+        # A live message after the replay: had any missed one come twice, it would be before.
+        _say(bob, "after")
+        expected.append("bob: after")
+        for page in (alice, bob):
+            expect(page.locator("#log li.message span")).to_have_text(expected, timeout=WAIT_MS)
+            expect(page.locator("#online li")).to_have_text(["alice", "bob"], timeout=WAIT_MS)
+        assert alice.locator("#log li.notice").count() == 0  # nothing was missing
+
+        bob.close()
+        expect(alice.locator("#online li")).to_have_text(["alice"], timeout=WAIT_MS)
+    finally:
+        proxy.close()
