@@ -12,6 +12,7 @@ When either is missing the tests are skipped, unless ``TRIO_WS_REQUIRE_BROWSER=1
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +95,10 @@ class ChatServer:
     """``examples/broadcast_server.py`` as a subprocess on a fixed port; can be killed and
     restarted on the same port. Its output goes to ``log_path``."""
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = port
         self.log_path = log_path
+        self.args = list(args)  # more command-line arguments, e.g. --redis URL
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,7 +116,10 @@ class ChatServer:
         assert self.proc is None, "already running"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(SERVER_SCRIPT), "--host", HOST, "--port", str(self.port)],
+                [
+                    *(sys.executable, str(SERVER_SCRIPT)),
+                    *("--host", HOST, "--port", str(self.port), *self.args),
+                ],
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -163,28 +168,38 @@ def chat_server(tmp_path: Path) -> Iterator[ChatServer]:
         print(f"--- server log ({server.log_path}) ---\n{server.log()}")  # shown on failure
 
 
-# -- a byte-counting TCP proxy (to see that messages are compressed on the wire) -----------------
+# -- a TCP proxy that counts bytes and can cut the network -----------------------------------------
 
 
 class CountingProxy:
-    """Forwards every connection on its own loopback port to ``target``, counting the bytes
-    in each direction. Threads, so it runs beside Playwright's sync API."""
+    """Forwards every connection on its own loopback port to ``target_port``, counting the
+    bytes in each direction; ``cut()`` drops every connection and refuses new ones until
+    ``restore()`` (a network blip; ``target_port`` may change meanwhile, as when a load
+    balancer picks another server). Threads, so it runs beside Playwright's sync API."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.up = 0  # client -> server bytes
         self.down = 0  # server -> client bytes
         self.first_down = b""  # the start of the server's answer (the handshake response)
+        self.refusing = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server((HOST, 0))
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._accept, daemon=True).start()
 
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
+                if self.refusing:  # the network is down: the connection ends at once
+                    _drop(client)
+                    continue
                 upstream = socket.create_connection((HOST, self.target_port), timeout=5)
             except (OSError, http.client.HTTPException):
                 return
@@ -209,11 +224,29 @@ class CountingProxy:
         except OSError:
             pass
 
+    def cut(self) -> None:
+        """Drop every connection (both ends see it end, without a close frame) and refuse new
+        ones until ``restore()``."""
+        self.refusing = True
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _drop(sock)
+
+    def restore(self) -> None:
+        self.refusing = False
+
     def close(self) -> None:
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
                 sock.close()
+
+
+def _drop(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
+    sock.close()
 
 
 # -- the browser ----------------------------------------------------------------------------------
@@ -258,12 +291,20 @@ def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
     assert errors == [], f"uncaught JavaScript errors: {errors}"
 
 
-def _open_chat(new_page: Callable[[], Page], server: ChatServer, name: str) -> Page:
+def _open_chat(
+    new_page: Callable[[], Page], server: ChatServer, name: str, *, url: str | None = None
+) -> Page:
+    """The chat page as ``name`` (its ``?name=``), from ``url`` (default: the server's)."""
     page = new_page()
-    page.goto(server.url)
-    page.fill("#name", name)
+    page.goto(f"{url or server.url}?name={name}")
+    expect(page.locator("#name")).to_have_value(name)
     expect(page.locator("#status")).to_have_text("open", timeout=WAIT_MS)
     return page
+
+
+def _messages(page: Page) -> list[str]:
+    """The chat messages in the page's log (not its notices), in order."""
+    return [str(text) for text in page.locator("#log li.message span").all_text_contents()]
 
 
 def _say(page: Page, text: str) -> None:
@@ -325,7 +366,10 @@ async ({url, message, timeoutMs}) => {
   }), "open");
   const extensions = ws.extensions;
   const received = bounded(new Promise((resolve, reject) => {
-    ws.onmessage = (e) => resolve(e.data);
+    ws.onmessage = (e) => {  // the chat message's envelope (not the server's "position")
+      const message = JSON.parse(e.data);
+      if ("data" in message) resolve(message.data);
+    };
     ws.onclose = (e) => reject(new Error(`closed before the echo: ${e.code} ${e.reason}`));
   }), "the broadcast of our message");
   ws.send(message);
@@ -376,6 +420,91 @@ def test_reconnects_after_server_restart(
     expect(status).to_have_text("closed", timeout=WAIT_MS)
     chat_server.start()  # same port
     expect(status).to_have_text("open", timeout=RECONNECT_MS)
+    # A new process has a new history: the page cannot catch up, and says so.
+    expect(page.locator("#log li.notice")).to_have_text(
+        re.compile("some messages may be missing"), timeout=WAIT_MS
+    )
 
     _say(page, "back again")  # and the new connection works
     expect(page.locator("#log li").last).to_contain_text("carol: back again", timeout=WAIT_MS)
+
+
+def _blip_and_catch_up(
+    alice: Page, bob: Page, proxy: CountingProxy, *, then_target: int | None = None
+) -> None:
+    """alice (through ``proxy``) and bob chat; alice's network drops while bob sends five
+    messages; once it is back (to ``then_target`` if given), she shows each missed message
+    once, in order. Both list both online, then alice only once bob's page closes."""
+    for page in (alice, bob):
+        expect(page.locator("#online li")).to_have_text(["alice", "bob"], timeout=WAIT_MS)
+    _say(bob, "before")
+    expect(alice.locator("#log li.message span")).to_have_text(["bob: before"], timeout=WAIT_MS)
+
+    proxy.cut()  # alice's connection drops; her reconnects fail until restore()
+    expect(alice.locator("#status")).not_to_have_text("open", timeout=WAIT_MS)
+    expect(bob.locator("#online li")).to_have_text(["bob"], timeout=WAIT_MS)
+    missed = [f"missed {i}" for i in range(1, 6)]
+    for text in missed:
+        _say(bob, text)
+    expect(bob.locator("#log li.message")).to_have_count(1 + len(missed), timeout=WAIT_MS)
+    assert _messages(alice) == ["bob: before"]  # she was away
+
+    if then_target is not None:
+        proxy.target_port = then_target
+    proxy.restore()
+    expect(alice.locator("#status")).to_have_text("open", timeout=RECONNECT_MS)
+    expected = ["bob: before"] + [f"bob: {text}" for text in missed]
+    expect(alice.locator("#log li.message span")).to_have_text(expected, timeout=WAIT_MS)
+    # A live message after the replay: had any missed one come twice, it would be before.
+    _say(bob, "after")
+    expected.append("bob: after")
+    for page in (alice, bob):
+        expect(page.locator("#log li.message span")).to_have_text(expected, timeout=WAIT_MS)
+        expect(page.locator("#online li")).to_have_text(["alice", "bob"], timeout=WAIT_MS)
+    assert alice.locator("#log li.notice").count() == 0  # nothing was missing
+
+    bob.close()
+    expect(alice.locator("#online li")).to_have_text(["alice"], timeout=WAIT_MS)
+
+
+def test_recovers_missed_messages_after_a_network_blip(
+    chat_server: ChatServer, new_page: Callable[[], Page]
+) -> None:
+    proxy = CountingProxy(chat_server.port)  # alice's network
+    try:
+        alice = _open_chat(new_page, chat_server, "alice", url=proxy.url)
+        bob = _open_chat(new_page, chat_server, "bob")
+        _blip_and_catch_up(alice, bob, proxy)
+    finally:
+        proxy.close()
+
+
+def test_resumes_through_another_server_over_redis(
+    tmp_path: Path, new_page: Callable[[], Page]
+) -> None:
+    """Two servers sharing a Redis (``--redis``): alice's page reconnects to the other one,
+    which has the same history, and catches up there; presence spans both."""
+    from test_redis import RedisServer, _need_redis
+
+    _need_redis()
+    redis = RedisServer(_free_port(), tmp_path)
+    redis.start()
+    servers = [
+        ChatServer(_free_port(), tmp_path / f"server{i}.log", ["--redis", redis.url])
+        for i in (1, 2)
+    ]
+    proxy = None
+    try:
+        for server in servers:
+            server.start()
+        proxy = CountingProxy(servers[0].port)  # alice's network, to the first server
+        alice = _open_chat(new_page, servers[0], "alice", url=proxy.url)
+        bob = _open_chat(new_page, servers[1], "bob")
+        _blip_and_catch_up(alice, bob, proxy, then_target=servers[1].port)
+    finally:
+        if proxy is not None:
+            proxy.close()
+        for server in servers:
+            server.stop()
+            print(f"--- {server.log_path.name} ---\n{server.log()}")  # shown on failure
+        redis.stop()

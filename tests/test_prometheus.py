@@ -3,6 +3,7 @@ read back with prometheus_client's parser, and the /metrics page of the broadcas
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -76,12 +77,15 @@ async def test_the_broadcast_example_serves_metrics() -> None:
                 trio_ws.open_websocket_url(url) as a,
                 trio_ws.open_websocket_url(url) as b,
             ):
-                await a.ping()  # each has joined the room once its ping is answered
-                await b.ping()
+                received: list[str] = []  # everything the server sent to either
+                for ws in (a, b):  # each first gets its position: it has joined the room
+                    received.append(str(await ws.receive()))
+                    assert json.loads(received[-1])["missing"] is False
                 for i in range(3):
-                    await a.send(f"message {i}")  # 9 bytes, to both members
+                    await a.send(f"message {i}")  # 9 bytes, to both members in an envelope
                     for ws in (a, b):
-                        assert await ws.receive() == f"message {i}"
+                        received.append(str(await ws.receive()))
+                        assert json.loads(received[-1])["data"] == f"message {i}"
                 missing = await http_exchange(port, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
                 assert status_of(missing) == 404
                 response = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -94,9 +98,10 @@ async def test_the_broadcast_example_serves_metrics() -> None:
             assert got[("trio_ws_handshakes_total", (("status", "101"),))] == 2
             assert got[("trio_ws_handshakes_total", (("status", "404"),))] == 1
             assert got[("trio_ws_messages_total", (("direction", "received"),))] == 3
-            assert got[("trio_ws_messages_total", (("direction", "sent"),))] == 6
+            assert got[("trio_ws_messages_total", (("direction", "sent"),))] == 8
             assert got[("trio_ws_payload_bytes_total", (("direction", "received"),))] == 27
-            assert got[("trio_ws_payload_bytes_total", (("direction", "sent"),))] == 54
+            sent = sum(len(message.encode()) for message in received)
+            assert got[("trio_ws_payload_bytes_total", (("direction", "sent"),))] == sent
             assert got[("trio_ws_room_dropped_total", ())] == 0
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0

@@ -10,6 +10,7 @@ Each Redis test starts its own ``redis-server`` on a free loopback port (Debian 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -465,7 +466,8 @@ async def test_two_workers_1000_clients_every_message_exactly_once(
 
 
 async def test_broadcast_example_as_a_cluster(redis_server: RedisServer) -> None:
-    """``examples/broadcast_server.py --workers 2 --redis URL``: one room across processes."""
+    """``examples/broadcast_server.py --workers 2 --redis URL``: one room across processes,
+    and clients resume from their position through any worker (its history is in Redis)."""
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -486,11 +488,24 @@ async def test_broadcast_example_as_a_cluster(redis_server: RedisServer) -> None
                     await stack.enter_async_context(trio_ws.open_websocket_url(url))
                     for _ in range(8)
                 ]
-                for ws in clients:
-                    await ws.ping()  # joined
+                for ws in clients:  # each first gets its position: it has joined the room
+                    assert json.loads(str(await ws.receive()))["missing"] is False
                 await clients[0].send("hello, cluster")
                 for ws in clients:
-                    assert await ws.receive() == "hello, cluster"
+                    message = json.loads(str(await ws.receive()))
+                    assert message["data"] == "hello, cluster"
+                query = f"?epoch={message['epoch']}&offset={message['offset']}"
+                for text in ("one more", "and another"):
+                    await clients[0].send(text)
+                    for ws in clients:
+                        assert json.loads(str(await ws.receive()))["data"] == text
+                # Clients coming back from after "hello, cluster", each to one worker or the
+                # other (as the kernel picks), get what came since, then their position.
+                for _ in range(6):
+                    async with trio_ws.open_websocket_url(url + query) as ws:
+                        replayed = [json.loads(str(await ws.receive())) for _ in range(3)]
+                        assert [m.get("data") for m in replayed[:2]] == ["one more", "and another"]
+                        assert replayed[2]["missing"] is False
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     finally:
