@@ -144,7 +144,12 @@ async def serve(args: argparse.Namespace) -> None:
     # Every connection here, to send it who is online (not chat: no history, no envelope).
     everyone = trio_ws.Room(policy="drop")
     metrics = trio_ws.Metrics()  # this process's server counts here; /metrics shows it
-    options = trio_ws.WebSocketOptions(max_message_size=MAX_MESSAGE)
+    # Browsers always offer permessage-deflate: compress each broadcast once for every member
+    # (server_no_context_takeover, RFC 7692 section 7.1.1.1) rather than once per member.
+    options = trio_ws.WebSocketOptions(
+        max_message_size=MAX_MESSAGE,
+        compression=trio_ws.PerMessageDeflate(server_no_context_takeover=True),
+    )
     async with trio.open_nursery() as nursery:
         for store in redis:
             await nursery.start(store.run)
