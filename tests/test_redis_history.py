@@ -6,6 +6,12 @@ connections and its own room, as separate processes would.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import HOST, REPO, first_line
 from test_history import resume_url, since_of, unwrap
 from test_redis import FAST, RedisServer, _need_redis, free_port
 
@@ -223,3 +230,95 @@ async def test_entries_older_than_the_ttl_are_gone(redis: RedisServer) -> None:
                 assert recoveries[1].recovered and recoveries[1].replayed == 0
                 room.broadcast("new")
                 assert unwrap(await ws.receive()) == (2, "new")
+
+
+@asynccontextmanager
+async def chat_process(redis_url: str) -> AsyncIterator[tuple[trio.Process, str]]:
+    """``examples/broadcast_server.py --redis URL`` as a process of its own, and its /ws URL."""
+    example = REPO / "examples" / "broadcast_server.py"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(example), "--port", "0", "--redis", redis_url],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    try:
+        line = await first_line(process, "the chat example")
+        port = int(re.search(rb":(\d+)/", line).group(1))  # type: ignore[union-attr]
+        yield process, f"ws://{HOST}:{port}/ws"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        await process.stdout.aclose()
+
+
+async def next_chat(ws: trio_ws.WebSocketConnection) -> dict[str, Any]:
+    """The chat example's next message to ``ws`` other than a list of who is online."""
+    while True:
+        message = json.loads(str(await ws.receive()))
+        if "online" not in message:
+            return dict(message)
+
+
+async def test_a_process_killed_with_sigkill_loses_nothing_redis_accepted(
+    redis: RedisServer,
+) -> None:
+    """Two chat processes share Redis. A client publishes through process A, keeping up to
+    ``WINDOW`` messages in flight, and A is killed with SIGKILL mid-stream. Every message Redis
+    accepted is still there: the client resumes through process B and gets, once each and in
+    order, all those it had not seen, so that what it saw is exactly the stream."""
+    import coredis
+
+    window, kill_at, limit = 20, 100, 500
+    with trio.fail_after(TIMEOUT):
+        async with chat_process(redis.url) as (a, url_a), chat_process(redis.url) as (b, url_b):
+            async with trio_ws.open_websocket_url(url_b) as watcher:
+                assert (await next_chat(watcher))["missing"] is False
+                seen: list[tuple[int, str]] = []
+                sent = 0
+                async with trio_ws.open_websocket_url(url_a) as ws:
+                    assert (await next_chat(ws))["missing"] is False
+                    with pytest.raises(trio_ws.ConnectionClosed):
+                        while sent < limit:
+                            while sent - len(seen) < window and sent < limit:
+                                await ws.send(f"x{sent}")
+                                sent += 1
+                            message = await next_chat(ws)
+                            seen.append((message["offset"], message["data"]))
+                            epoch = message["epoch"]
+                            if len(seen) == kill_at:
+                                os.kill(a.pid, signal.SIGKILL)
+                    assert await a.wait() == -signal.SIGKILL
+                assert kill_at <= len(seen) < sent < limit  # killed with messages in flight
+                # Messages through B meanwhile, and the watcher's view of the whole stream.
+                async with trio_ws.open_websocket_url(url_b) as other:
+                    assert (await next_chat(other))["missing"] is False
+                    for i in range(10):
+                        await other.send(f"b{i}")
+                    watched: list[tuple[int, str]] = []
+                    while not watched or watched[-1][1] != "b9":
+                        message = await next_chat(watcher)
+                        watched.append((message["offset"], message["data"]))
+            async with coredis.Redis.from_url(redis.url, decode_responses=True) as client:
+                stream = [
+                    (int(entry.field_values["o"]), entry.field_values["d"])
+                    for entry in await client.xrange("trio_ws:chat:stream")
+                ]
+            accepted = [data for _, data in stream if data.startswith("x")]
+            assert [offset for offset, _ in stream] == list(range(1, len(stream) + 1))
+            assert accepted == [f"x{i}" for i in range(len(accepted))]  # A's, in order
+            assert len(seen) <= len(accepted)
+            assert watched == stream
+            # The client comes back through B from the last message it saw.
+            query = f"?epoch={epoch}&offset={seen[-1][0]}"
+            async with trio_ws.open_websocket_url(url_b + query) as ws:
+                replayed: list[tuple[int, str]] = []
+                while "position" not in (message := await next_chat(ws)):
+                    replayed.append((message["offset"], message["data"]))
+                assert message["missing"] is False
+                assert message["position"] == {"epoch": epoch, "offset": len(stream)}
+            assert seen + replayed == stream
+            b.send_signal(signal.SIGTERM)
+            assert await b.wait() == 0
