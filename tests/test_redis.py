@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 import shutil
@@ -288,7 +289,10 @@ async def test_duplicates_and_gaps_from_another_process(redis_server: RedisServe
             assert (bp.received, bp.duplicates, bp.missed, bp.invalid) == (5, 3, 1, 1)
 
 
-async def test_redis_restart_is_survived(redis_server: RedisServer) -> None:
+async def test_redis_restart_is_survived(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_ws")
     with trio.fail_after(TIMEOUT):
         async with node(redis_server.url) as a, node(redis_server.url) as b:
             await a.backplane.wait_connected()
@@ -322,6 +326,12 @@ async def test_redis_restart_is_survived(redis_server: RedisServer) -> None:
             assert a.backplane.connections == b.backplane.connections == 2
             assert b.backplane.missed == 1  # "during": a gap in a's sequence
             assert a.backplane.duplicates == b.backplane.duplicates == 0
+        # Each process says once that it lost Redis, and what that cost when it is back.
+        logs = [r.getMessage() for r in caplog.records if redis_server.url in r.getMessage()]
+        assert sum("connection lost" in line for line in logs) == 2
+        again = [line for line in logs if "connected again" in line]
+        assert len(again) == 2
+        assert sorted(re.search(r"; (\d+) messages", line).group(1) for line in again) == ["0", "1"]  # type: ignore[union-attr]
 
 
 async def test_redis_down_at_start(tmp_path: Path) -> None:

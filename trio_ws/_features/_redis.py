@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ import trio
 
 from ._backplane import Rooms, batch_sender, decode_batch, encode_batch
 from ._broadcast import Room
-from ._redis_client import describe, import_coredis, only_cancelled, redacted, subscribed_client
+from ._redis_client import import_coredis, keep_connected, redacted, subscribed_client
 
 if TYPE_CHECKING:
     import coredis
@@ -104,6 +103,8 @@ class RedisBackplane(Rooms):
         self._in_flight = 0
         self._connected = False
         self._connected_event = trio.Event()
+        self._down_since = 0.0  # when the connection was lost (trio.current_time())
+        self._dropped_before = 0  # dropped_offline then
         self._rooms_changed = trio.Event()
         #: Messages handed to Redis (PUBLISH answered).
         self.published = 0
@@ -162,46 +163,16 @@ class RedisBackplane(Rooms):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stay connected to Redis until cancelled; started at once, connected or not."""
         task_status.started()
-        delay = self.backoff_initial
-        failures = 0
-        down_since = trio.current_time()
-        dropped_before = self.dropped_offline
-        while True:
-            connections = self.connections
-            try:
-                await self._session(down_since, dropped_before)
-                error = "connection ended"
-            except Exception as exc:
-                error = describe(exc)
-            except BaseException as exc:
-                await only_cancelled(exc)
-                raise
-            finally:
-                was_up = self._connected
-                self._down()
-            if self.connections != connections:  # it was up: start the backoff afresh
-                delay, failures = self.backoff_initial, 0
-                down_since, dropped_before = trio.current_time(), self.dropped_offline
-            failures += 1
-            if was_up:
-                logger.warning(
-                    "Redis backplane %s: connection lost (%s); local delivery goes on, "
-                    "messages for other processes are dropped until it is back",
-                    redacted(self.url),
-                    error,
-                )
-            elif failures == 1:
-                logger.warning(
-                    "Redis backplane %s: cannot connect (%s); retrying",
-                    redacted(self.url),
-                    error,
-                )
-            else:
-                logger.debug("Redis backplane %s: cannot connect (%s)", redacted(self.url), error)
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.backoff_max)
+        self._down_since, self._dropped_before = trio.current_time(), self.dropped_offline
+        await keep_connected(
+            self._session,
+            self._down,
+            self._report,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+        )
 
-    async def _session(self, down_since: float, dropped_before: int) -> None:
+    async def _session(self) -> None:
         """One connection: subscribe, then publish and receive until something fails."""
         session = subscribed_client(
             self.url,
@@ -213,13 +184,27 @@ class RedisBackplane(Rooms):
         async with session as (client, pubsub):
             subscribed: set[str] = set()
             await self._subscribe(pubsub, subscribed)
-            self._up(down_since, dropped_before)
+            self._up()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._publisher, client)
                 nursery.start_soon(self._subscriber, pubsub)
                 nursery.start_soon(self._subscriptions, pubsub, subscribed)
 
-    def _up(self, down_since: float, dropped_before: int) -> None:
+    def _report(self, error: str, was_up: bool, failures: int) -> None:
+        url = redacted(self.url)
+        if was_up:
+            logger.warning(
+                "Redis backplane %s: connection lost (%s); local delivery goes on, "
+                "messages for other processes are dropped until it is back",
+                url,
+                error,
+            )
+        elif failures == 1:
+            logger.warning("Redis backplane %s: cannot connect (%s); retrying", url, error)
+        else:
+            logger.debug("Redis backplane %s: cannot connect (%s)", url, error)
+
+    def _up(self) -> None:
         self._connected = True
         self.connections += 1
         self._connected_event.set()
@@ -230,13 +215,14 @@ class RedisBackplane(Rooms):
                 "Redis backplane %s: connected again after %.1f s; %d messages for other "
                 "processes were dropped meanwhile",
                 redacted(self.url),
-                trio.current_time() - down_since,
-                self.dropped_offline - dropped_before,
+                trio.current_time() - self._down_since,
+                self.dropped_offline - self._dropped_before,
             )
 
-    def _down(self) -> None:
-        """Disconnected: what was queued or being sent for the other processes is dropped."""
-        self._connected = False
+    def _down(self) -> bool:
+        """Disconnected: what was queued or being sent for the other processes is dropped.
+        Returns whether it had been connected."""
+        was_up, self._connected = self._connected, False
         if self._connected_event.is_set():
             self._connected_event = trio.Event()
         dropped, self._in_flight = self._in_flight, 0
@@ -247,6 +233,9 @@ class RedisBackplane(Rooms):
                 break
             dropped += 1
         self.dropped_offline += dropped
+        if was_up:
+            self._down_since, self._dropped_before = trio.current_time(), self.dropped_offline
+        return was_up
 
     async def _subscribe(self, pubsub: Any, subscribed: set[str]) -> None:
         new = [name for name in self.rooms if name not in subscribed]

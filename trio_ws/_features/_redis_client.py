@@ -6,8 +6,9 @@ the helpers their reconnect loops share (errors described, passwords kept out of
 from __future__ import annotations
 
 import math
+import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +21,14 @@ if sys.version_info < (3, 11):
 if TYPE_CHECKING:
     import coredis
 
-__all__ = ["describe", "import_coredis", "only_cancelled", "redacted", "subscribed_client"]
+__all__ = [
+    "describe",
+    "import_coredis",
+    "keep_connected",
+    "only_cancelled",
+    "redacted",
+    "subscribed_client",
+]
 
 
 def import_coredis() -> Any:
@@ -61,6 +69,42 @@ async def subscribed_client(
         )
         async with pubsub:
             yield client, pubsub
+
+
+async def keep_connected(
+    session: Callable[[], Awaitable[None]],
+    down: Callable[[], bool],
+    report: Callable[[str, bool, int], None],
+    *,
+    backoff_initial: float,
+    backoff_max: float,
+) -> None:
+    """Run ``session()`` again and again until cancelled, waiting between two attempts from
+    ``backoff_initial`` seconds, doubled each time up to ``backoff_max`` (with jitter).
+
+    After each session (ended, failed or cancelled), ``down()`` cleans up and says whether the
+    session had connected, which starts the backoff afresh; then ``report(error, was_up,
+    failures)`` logs the end (``failures``: attempts in a row, this one included, since the
+    last connection).
+    """
+    delay, failures = backoff_initial, 0
+    while True:
+        try:
+            await session()
+            error = "connection ended"
+        except Exception as exc:
+            error = describe(exc)
+        except BaseException as exc:
+            await only_cancelled(exc)
+            raise
+        finally:
+            was_up = down()
+        if was_up:
+            delay, failures = backoff_initial, 0
+        failures += 1
+        report(error, was_up, failures)
+        await trio.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, backoff_max)
 
 
 async def only_cancelled(exc: BaseException) -> None:

@@ -9,13 +9,12 @@ and ``_tasks()`` (its own tasks while connected), and ``_lost()`` (disconnected)
 from __future__ import annotations
 
 import logging
-import random
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._broadcast import Room
-from ._redis_client import describe, import_coredis, only_cancelled, redacted, subscribed_client
+from ._redis_client import import_coredis, keep_connected, redacted, subscribed_client
 
 if TYPE_CHECKING:
     import coredis
@@ -82,29 +81,13 @@ class RedisStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stay connected to Redis until cancelled; started at once, connected or not."""
         task_status.started()
-        delay = self.backoff_initial
-        failures = 0
-        while True:
-            try:
-                await self._session()
-                error = "connection ended"
-            except Exception as exc:
-                error = describe(exc)
-            except BaseException as exc:
-                await only_cancelled(exc)
-                raise
-            finally:
-                was_up = self._client is not None
-                self._down()
-            if was_up:
-                delay, failures = self.backoff_initial, 0
-            failures += 1
-            level = logging.WARNING if failures == 1 else logging.DEBUG
-            logger.log(
-                level, "Redis %s %s at %s: %s", self.kind, self.name, redacted(self.url), error
-            )
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.backoff_max)
+        await keep_connected(
+            self._session,
+            self._down,
+            self._report,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+        )
 
     async def _session(self) -> None:
         session = subscribed_client(
@@ -122,11 +105,16 @@ class RedisStore:
                 nursery.start_soon(self._subscriber, pubsub)
                 self._tasks(nursery, client)
 
-    def _down(self) -> None:
-        self._client = None
+    def _down(self) -> bool:
+        was_up, self._client = self._client is not None, None
         if self._connected_event.is_set():
             self._connected_event = trio.Event()
         self._lost()
+        return was_up
+
+    def _report(self, error: str, was_up: bool, failures: int) -> None:
+        level = logging.WARNING if failures == 1 else logging.DEBUG
+        logger.log(level, "Redis %s %s at %s: %s", self.kind, self.name, redacted(self.url), error)
 
     async def _subscriber(self, pubsub: Any) -> None:
         while True:
