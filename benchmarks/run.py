@@ -72,7 +72,7 @@ SERVERS = [
         "h11",
         default=False,
         has_defaults=False,
-        scenarios=("connrate",),
+        scenarios=("connrate", "echo"),
     ),
     # The load generator's own headroom: a server that costs next to nothing.
     Server(

@@ -5,10 +5,15 @@
 The connect+close scenario's floor for a server built on Trio with its opening handshake parsed
 by h11: h11 reads the request and writes the 101, then the client's close frame is unmasked
 and answered and the connection closed (the server closes first, RFC 6455 section 7.1.1), and
-nothing more: no validation of the request, no options, no limits. Data frames are echoed by
-a naive loop (no UTF-8 check, no fragmentation), only so that the server is usable; run.py
-runs it in the connect+close scenario only: ``benchmarks/run.py --servers "h11 floor,trio_ws"
---scenarios connrate``.
+nothing more: no validation of the request, no options, no limits.
+
+It is also the echo scenario's floor for a server that echoes whole messages (as a WebSocket
+echo must: it cannot answer a message before it has all of it, where the raw ceiling sends
+bytes back as they arrive). Each frame is read whole, a large payload straight into a buffer
+of its own (``recv_into``), unmasked once, and sent back behind its header without joining
+them; no UTF-8 check, no fragmentation, no limits. Not a row by default::
+
+    benchmarks/run.py --servers "h11 floor,trio_ws" --scenarios connrate,echo
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from trio_ws.protocol._mask import apply_mask
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 READ_SIZE = 256 * 1024
+#: Payloads from this size on are read into a buffer of their own and sent unjoined.
+LARGE = 64 * 1024
 
 
 async def handle(stream: trio.SocketStream) -> None:
@@ -54,7 +61,11 @@ async def handle(stream: trio.SocketStream) -> None:
             if frame is None:
                 return
             opcode, payload = frame
-            await stream.send_all(header(opcode, len(payload)) + payload)
+            if len(payload) < LARGE:
+                await stream.send_all(header(opcode, len(payload)) + payload)
+            else:  # no copy to join them
+                await stream.send_all(header(opcode, len(payload)))
+                await stream.send_all(payload)
             if opcode == 0x8:
                 await stream.aclose()
                 return
@@ -70,7 +81,10 @@ async def read_frame(stream: trio.SocketStream, buf: bytearray) -> tuple[int, by
             elif length == 127 and len(buf) >= 10:
                 (length,), start = struct.unpack_from("!Q", buf, 2), 10
             end = start + 4 + length
-            if (length < 126 or start > 2) and len(buf) >= end:
+            known = (length < 126 or start > 2) and len(buf) >= start + 4
+            if known and len(buf) < end and length >= LARGE:
+                return await read_large(stream, buf, start, length)
+            if known and len(buf) >= end:
                 mask = bytes(buf[start : start + 4])
                 with memoryview(buf) as view:
                     payload = apply_mask(view[start + 4 : end], mask)
@@ -81,6 +95,24 @@ async def read_frame(stream: trio.SocketStream, buf: bytearray) -> tuple[int, by
         if not data:
             return None
         buf += data
+
+
+async def read_large(
+    stream: trio.SocketStream, buf: bytearray, start: int, length: int
+) -> tuple[int, bytes] | None:
+    """The rest of a large frame whose header is in ``buf``, read into a buffer of its own."""
+    opcode, mask = buf[0] & 0x0F, bytes(buf[start : start + 4])
+    payload = bytearray(length)
+    got = len(buf) - start - 4
+    payload[:got] = buf[start + 4 :]
+    del buf[:]
+    with memoryview(payload) as view:
+        while got < length:
+            count = await stream.socket.recv_into(view[got:])
+            if not count:
+                return None
+            got += count
+        return opcode, apply_mask(view, mask)
 
 
 def header(opcode: int, length: int) -> bytes:
