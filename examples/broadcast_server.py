@@ -144,6 +144,8 @@ async def serve(args: argparse.Namespace) -> None:
     # Every connection here, to send it who is online (not chat: no history, no envelope).
     everyone = trio_ws.Room(policy="drop")
     metrics = trio_ws.Metrics()  # this process's server counts here; /metrics shows it
+    for store in redis:  # and its links to Redis: connected, reconnects, dropped, missed
+        metrics.track_backplane(store)
     # Browsers always offer permessage-deflate: compress each broadcast once for every member
     # (server_no_context_takeover, RFC 7692 section 7.1.1.1) rather than once per member.
     options = trio_ws.WebSocketOptions(

@@ -100,6 +100,9 @@ async def test_the_counters_equal_what_the_clients_did() -> None:
         "close_codes": {("remote", 4000): 1, ("local", 4001): 1},
         "room_dropped": 0,
         "room_closed_slow": 0,
+        "room_resumed": 0,
+        "room_resume_refused": 0,
+        "room_replayed": 0,
         "backplane_connected": 0,
         "backplane_reconnects": 0,
         "backplane_missed": 0,
@@ -265,6 +268,53 @@ async def test_slow_room_members_are_counted(policy: trio_ws.SlowPolicy) -> None
                     await closed.wait()  # it never answers: closed after close_timeout
                     assert metrics.close_codes == {("local", 1008): 1}
             await stalled.aclose()
+
+
+async def test_resumes_are_counted_recovered_or_refused() -> None:
+    """Joins with a resume point count as recovered (with the messages replayed) or refused;
+    a first join (no resume point) counts as neither."""
+    room = trio_ws.Room(history=trio_ws.MemoryHistory(3))
+
+    async def member(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        query = dict(part.split("=") for part in request.query.split("&") if part)
+        since = trio_ws.Position(query["epoch"], int(query["offset"])) if query else None
+        await room.join(ws, since=since)
+        await ws.send("joined")
+        async for _ in ws:
+            pass
+
+    async def join(port: int, resource: str) -> None:
+        async with trio_ws.open_websocket(HOST, port, resource, options=PLAIN) as ws:
+            while await ws.receive() != "joined":  # after the replay
+                pass
+
+    with trio.fail_after(TIMEOUT):
+        async with tcp_server(member) as server:
+            await join(server.port, "/")
+            for i in range(5):
+                room.broadcast(f"m{i}")
+            epoch = room.position().epoch  # type: ignore[union-attr]
+            await join(server.port, f"/?epoch={epoch}&offset=3")  # 2 replayed
+            await join(server.port, f"/?epoch={epoch}&offset=1")  # too old: 3 kept
+            await join(server.port, "/?epoch=other&offset=5")  # another epoch
+            metrics = server.metrics
+            assert (metrics.room_resumed, metrics.room_replayed) == (1, 2)
+            assert metrics.room_resume_refused == 2
+
+
+def test_redis_stores_are_tracked_as_backplanes() -> None:
+    """A RedisHistory's and a RedisPresence's counters add up with a backplane's."""
+    history = trio_ws.RedisHistory("redis://127.0.0.1:1", "chat")  # never run
+    presence = trio_ws.RedisPresence("redis://127.0.0.1:1", "chat")
+    metrics = trio_ws.Metrics()
+    for store in (history, presence):
+        metrics.track_backplane(store)
+    history.connections, presence.connections = 2, 4
+    history.missed, history.dropped, presence.dropped = 1, 2, 3
+    assert metrics.backplane_reconnects == 1 + 3
+    assert (metrics.backplane_missed, metrics.backplane_dropped) == (1, 5)
+    assert metrics.backplane_connected == 0
 
 
 def test_backplane_reconnects_and_gaps_are_read_from_the_backplane() -> None:

@@ -42,6 +42,7 @@ def test_the_prometheus_text_has_every_counter() -> None:
     metrics.deflate_raw_bytes_sent, metrics.deflate_bytes_sent = 600, 100
     metrics.count_close("remote", 1001)
     metrics.room_dropped = 4
+    metrics.room_resumed, metrics.room_resume_refused, metrics.room_replayed = 3, 2, 30
     body, content_type = trio_ws.metrics_to_prometheus(metrics, namespace="chat")
     assert content_type.startswith("text/plain; version=0.0.4")
     got = samples(body.decode())
@@ -56,6 +57,9 @@ def test_the_prometheus_text_has_every_counter() -> None:
     assert got[("chat_deflate_bytes_total", (("direction", "sent"),))] == 100
     assert got[("chat_closes_total", (("code", "1001"), ("side", "remote")))] == 1
     assert got[("chat_room_dropped_total", ())] == 4
+    assert got[("chat_room_resumes_total", (("result", "recovered"),))] == 3
+    assert got[("chat_room_resumes_total", (("result", "refused"),))] == 2
+    assert got[("chat_room_replayed_total", ())] == 30
     assert got[("chat_backplane_reconnects_total", ())] == 0
 
 

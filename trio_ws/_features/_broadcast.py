@@ -269,7 +269,15 @@ class Room:
             if self._replaying.get(ws) is catch_up:
                 self.discard(ws)  # cancelled or failed halfway: it must not stay behind
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return Recovery(entries is not None, len(entries or ()), history.position())
+        recovery = Recovery(entries is not None, len(entries or ()), history.position())
+        metrics = ws.metrics
+        if metrics is not None:
+            if recovery.recovered:
+                metrics.room_resumed += 1
+                metrics.room_replayed += recovery.replayed
+            else:
+                metrics.room_resume_refused += 1
+        return recovery
 
     async def _send_pending(
         self, ws: WebSocketConnection, catch_up: _CatchUp, history: History, until: int

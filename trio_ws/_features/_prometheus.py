@@ -41,6 +41,8 @@ class PrometheusCollector:
         trio_ws_closes_total{side,code}               counter (side: local, remote)
         trio_ws_room_dropped_total                    counter
         trio_ws_room_closed_slow_total                counter
+        trio_ws_room_resumes_total{result}            counter (result: recovered, refused)
+        trio_ws_room_replayed_total                   counter
         trio_ws_backplane_connected                   gauge
         trio_ws_backplane_reconnects_total            counter
         trio_ws_backplane_missed_total                counter
@@ -114,6 +116,15 @@ class PrometheusCollector:
         yield closes
         yield counter("room_dropped", "Broadcasts dropped for slow members.", m.room_dropped)
         yield counter("room_closed_slow", "Slow members closed by rooms.", m.room_closed_slow)
+        resumes = core.CounterMetricFamily(
+            f"{ns}_room_resumes",
+            "Room joins with a resume point, by whether all that was missed was replayed.",
+            labels=["result"],
+        )
+        resumes.add_metric(["recovered"], m.room_resumed)
+        resumes.add_metric(["refused"], m.room_resume_refused)
+        yield resumes
+        yield counter("room_replayed", "Messages replayed to resuming members.", m.room_replayed)
         yield gauge("backplane_connected", "Backplanes connected now.", m.backplane_connected)
         yield counter("backplane_reconnects", "Backplane reconnections.", m.backplane_reconnects)
         yield counter(

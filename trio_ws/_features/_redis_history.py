@@ -151,8 +151,6 @@ class RedisHistory(RedisStore):
         self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
         self._epoch = ""  # the epoch of the last entry delivered ("": none yet)
         self._last = 0  # the offset of the last entry delivered
-        #: Messages dropped: Redis unreachable, or the queue towards it full.
-        self.dropped = 0
         #: Entries delivered to the room (from any process).
         self.delivered = 0
         #: Entries this process never delivered: gone from the stream before it could read

@@ -176,8 +176,6 @@ class RedisPresence(RedisStore):
         self._ttl_ms = max(1, math.ceil(ttl * 1000))
         self._counts: dict[str, int] = {}  # this process's connections per identity
         self._send, self._receive = trio.open_memory_channel[tuple[str, int]](queue_size)
-        #: Changes not sent to Redis (unreachable, or the queue towards it full).
-        self.dropped = 0
 
     # The Presence protocol --------------------------------------------------------------------
 

@@ -61,6 +61,13 @@ class RedisStore:
         self._room: Room | None = None
         self._client: coredis.Redis[bytes] | None = None
         self._connected_event = trio.Event()
+        #: Successful connections to Redis so far (1 + the reconnections).
+        self.connections = 0
+        #: Messages from Redis this process never got (0 for a store that cannot tell).
+        self.missed = 0
+        #: Messages (or presence changes) not handed to Redis: it was unreachable, or the
+        #: queue towards it was full.
+        self.dropped = 0
 
     def attach(self, room: Room) -> None:
         """Report to ``room`` (``Room()`` calls this). Raises ValueError for a second room."""
@@ -100,6 +107,7 @@ class RedisStore:
             await pubsub.subscribe(self._channel)
             await self._start(client)  # the channel holds what comes meanwhile
             self._client = client
+            self.connections += 1
             self._connected_event.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._subscriber, pubsub)

@@ -23,7 +23,8 @@ REMOTE = "remote"
 
 
 class _BackplaneCounters(Protocol):
-    """What ``Metrics`` reads of a backplane (``RedisBackplane`` has all of it)."""
+    """What ``Metrics`` reads of a backplane (``RedisBackplane``, ``RedisHistory`` and
+    ``RedisPresence`` have all of it)."""
 
     @property
     def connected(self) -> bool: ...
@@ -64,6 +65,9 @@ class Metrics:
         "messages_sent",
         "room_closed_slow",
         "room_dropped",
+        "room_replayed",
+        "room_resume_refused",
+        "room_resumed",
     )
 
     def __init__(self) -> None:
@@ -104,6 +108,13 @@ class Metrics:
         self.room_dropped = 0
         #: Members a ``Room`` closed because their queue was full (CLOSE policy).
         self.room_closed_slow = 0
+        #: ``Room.join()`` calls with a resume point (``since``) that replayed everything the
+        #: client missed, and those that could not (history lost or too short: the client
+        #: reloads). A rising share of refusals says the history is too short.
+        self.room_resumed = 0
+        self.room_resume_refused = 0
+        #: Messages a ``Room`` replayed from its history to members resuming.
+        self.room_replayed = 0
         self._backplanes: list[_BackplaneCounters] = []
 
     # Counting (called by the library) ---------------------------------------------------------
@@ -129,8 +140,9 @@ class Metrics:
     def track_backplane(self, backplane: _BackplaneCounters) -> None:
         """Report ``backplane``'s counters too (read when the metrics are read).
 
-        ``backplane`` is a ``RedisBackplane`` (or anything with its ``connected``,
-        ``connections``, ``missed`` and ``dropped``). Tracking it twice counts it once.
+        ``backplane`` is a ``RedisBackplane``, a ``RedisHistory`` or a ``RedisPresence``: a
+        process's links to Redis (or anything with their ``connected``, ``connections``,
+        ``missed`` and ``dropped``). Tracking it twice counts it once.
         """
         if not any(tracked is backplane for tracked in self._backplanes):
             self._backplanes.append(backplane)
@@ -190,6 +202,9 @@ class Metrics:
             "close_codes": dict(self.close_codes),
             "room_dropped": self.room_dropped,
             "room_closed_slow": self.room_closed_slow,
+            "room_resumed": self.room_resumed,
+            "room_resume_refused": self.room_resume_refused,
+            "room_replayed": self.room_replayed,
             "backplane_connected": self.backplane_connected,
             "backplane_reconnects": self.backplane_reconnects,
             "backplane_missed": self.backplane_missed,
