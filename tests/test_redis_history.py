@@ -118,6 +118,29 @@ async def test_a_client_resumes_through_another_process(redis: RedisServer) -> N
                 assert got == [(3, "m3"), (4, "m4"), (5, "m5")]
 
 
+async def test_a_client_that_joined_before_the_first_message_resumes(
+    redis: RedisServer,
+) -> None:
+    """The room's epoch exists as soon as a process is connected, before any message: a
+    client given that position resumes from it (through another process too)."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            process(redis_history(redis.url)) as (room_a, server_a, joined_a),
+            process(redis_history(redis.url)) as (room_b, server_b, joined_b),
+        ):
+            first = room_a.position()
+            assert first is not None and first.epoch and first.offset == 0
+            assert room_b.position() == first
+            async with server_a.connect("/") as watcher:
+                await wait_joined(joined_a, 1)
+                room_a.broadcast("m1")
+                assert unwrap(await watcher.receive()) == (1, "m1")
+            async with server_b.connect(resume_url(first)) as ws:
+                await wait_joined(joined_b, 1)
+                assert joined_b[0].recovered and joined_b[0].replayed == 1
+                assert unwrap(await ws.receive()) == (1, "m1")
+
+
 async def test_too_old_and_lost_history_are_refused(redis: RedisServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with process(redis_history(redis.url, size=3)) as (room, server, recoveries):

@@ -70,12 +70,18 @@ redis.call('PUBLISH', ARGV[4], table.concat(parts))
 return epoch
 """
 
-# KEYS: stream, meta. ARGV: ttl (ms, 0: none), an offset, size. Returns {} (no epoch yet) or
-# {epoch, last offset, the entries after that offset, newest first}: the stream's last
-# (last - offset) entries, since offsets are consecutive, or none if that is more than size.
+# KEYS: stream, meta. ARGV: ttl (ms, 0: none), an offset, size, a new epoch (started if the
+# room has none). Returns {epoch, last offset, the entries after that offset, newest first}:
+# the stream's last (last - offset) entries, since offsets are consecutive, or none if that is
+# more than size.
 _READ = """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then return {} end
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
+  return {epoch, 0, {}}
+end
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then
   local now = redis.call('TIME')
@@ -149,7 +155,7 @@ class RedisHistory(RedisStore):
         self._stream, self._meta = f"{base}:stream", f"{base}:meta"
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
-        self._epoch = ""  # the epoch of the last entry delivered ("": none yet)
+        self._epoch = ""  # the epoch of the last entry delivered ("": never connected yet)
         self._last = 0  # the offset of the last entry delivered
         #: Entries delivered to the room (from any process).
         self.delivered = 0
@@ -161,7 +167,7 @@ class RedisHistory(RedisStore):
 
     @property
     def epoch(self) -> str:
-        """The epoch of the last entry delivered here ("" before the first)."""
+        """The room's epoch as this process knows it ("" until first connected to Redis)."""
         return self._epoch
 
     def append(self, message: str | bytes) -> None:
@@ -206,7 +212,7 @@ class RedisHistory(RedisStore):
         epoch, last, entries = await self._read(client, self._last)
         if not self._epoch:
             self._epoch, self._last = epoch, last  # the first time: from now on
-        elif epoch:
+        else:
             if epoch != self._epoch:  # Redis lost the history: all of the new one
                 epoch, last, entries = await self._read(client, 0)
             self._deliver(epoch, entries)
@@ -223,13 +229,11 @@ class RedisHistory(RedisStore):
             self.dropped += 1
 
     async def _read(self, client: coredis.Redis[bytes], after: int) -> tuple[str, int, list[Entry]]:
-        """The epoch ("" if none yet), the last offset given, and the entries after ``after``
-        that the stream still has, oldest first (none if more than ``size`` came since)."""
-        reply: Any = await client.eval(
-            _READ, keys=[self._stream, self._meta], args=[self._ttl_ms, after, self.size]
-        )
-        if not reply:
-            return "", 0, []
+        """The epoch (started now if the room has none yet), the last offset given, and the
+        entries after ``after`` that the stream still has, oldest first (none if more than
+        ``size`` came since)."""
+        args = [self._ttl_ms, after, self.size, new_epoch()]
+        reply: Any = await client.eval(_READ, keys=[self._stream, self._meta], args=args)
         epoch, last, raw = reply
         entries = []
         for stream_id, fields in reversed(raw):
