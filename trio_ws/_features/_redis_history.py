@@ -232,7 +232,7 @@ class RedisHistory(RedisStore):
         """The epoch (started now if the room has none yet), the last offset given, and the
         entries after ``after`` that the stream still has, oldest first (none if more than
         ``size`` came since)."""
-        args = [self._ttl_ms, after, self.size, new_epoch()]
+        args: list[str | int] = [self._ttl_ms, after, self.size, new_epoch()]
         reply: Any = await client.eval(_READ, keys=[self._stream, self._meta], args=args)
         epoch, last, raw = reply
         entries = []
