@@ -63,7 +63,8 @@ async def test_workers_stop_together() -> None:
 # run_workers and wait_for_stop, driven directly ----------------------------------------------
 
 #: A worker: listens on the port it is given (SO_REUSEPORT), answers each connection with its
-#: pid, announces itself through wait_for_stop's on_ready, then prints how it was stopped.
+#: pid, announces itself through wait_for_stop's on_ready, then prints how it was stopped and
+#: a last line without a newline.
 #: argv: port, mode ("serve", "exit-early", "never-ready", "ignore-sigterm").
 WORKER = """
 import os, signal, socket, sys
@@ -93,6 +94,7 @@ async def main(port, mode):
             await trio.sleep_forever()
         how = await wait_for_stop(watch_stdin=True, on_ready=lambda: print("ready", flush=True))
         print(f"stopped by {how}", flush=True)
+        print("last words", end="", flush=True)  # no newline: still copied
         nursery.cancel_scope.cancel()
 
 trio.run(main, int(sys.argv[1]), sys.argv[2])
@@ -215,7 +217,8 @@ async def test_run_workers_shares_one_port_between_n_workers(tmp_path: Path) -> 
             assert await parent.process.wait() == 0
             # Each worker's later lines are copied after "[pid]": wait_for_stop said SIGTERM.
             copied = set((await parent.rest()).splitlines())
-            assert copied == {f"[{pid}] stopped by {int(signal.SIGTERM)}" for pid in parent.pids}
+            stopped = {f"[{pid}] stopped by {int(signal.SIGTERM)}" for pid in parent.pids}
+            assert copied == stopped | {f"[{pid}] last words" for pid in parent.pids}
         assert not any(alive(pid) for pid in parent.pids)
 
 
@@ -228,7 +231,8 @@ async def test_a_worker_that_dies_stops_the_others(tmp_path: Path) -> None:
             assert await parent.process.wait() == 1
             stderr = await parent.stderr()
             assert f"worker {dead} exited with status -9; stopping the others" in stderr
-            assert await parent.rest() == f"[{other}] stopped by {int(signal.SIGTERM)}\n"
+            rest = await parent.rest()
+            assert rest == f"[{other}] stopped by {int(signal.SIGTERM)}\n[{other}] last words\n"
         assert not any(alive(pid) for pid in parent.pids)
 
 

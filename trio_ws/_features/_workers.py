@@ -32,6 +32,8 @@ import trio
 __all__ = ["run_workers", "wait_for_stop"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Longest worker output line copied whole (longer ones are cut into pieces of this size).
+_MAX_LINE = 65536
 
 # What the supervisor's tasks report: ("ready", index), ("exit", index), ("signal", signum).
 _Event = tuple[str, int]
@@ -158,19 +160,29 @@ async def _supervise(
 
 
 async def _watch(process: trio.Process, index: int, send: trio.MemorySendChannel[_Event]) -> None:
-    """Report the first line as ready, copy the others, report the exit."""
+    """Report the first line as ready, copy the others (a last one without a newline too; a
+    line is cut every 64 KiB), report the exit."""
     assert process.stdout is not None
     buffer = b""
     ready = False
-    while chunk := await process.stdout.receive_some(65536):
+
+    def copy(line: bytes) -> None:
+        nonlocal ready
+        if not ready:
+            ready = True
+            send.send_nowait(("ready", index))
+        else:
+            print(f"[{process.pid}] {line.decode('utf-8', 'replace')}", flush=True)
+
+    while chunk := await process.stdout.receive_some(_MAX_LINE):
         *lines, buffer = (buffer + chunk).split(b"\n")
+        if len(buffer) >= _MAX_LINE:
+            lines.append(buffer)
+            buffer = b""
         for line in lines:
-            if not ready:
-                ready = True
-                send.send_nowait(("ready", index))
-            else:
-                text = line.decode("utf-8", "replace")
-                print(f"[{process.pid}] {text}", flush=True)
+            copy(line)
+    if buffer:
+        copy(buffer)
     await process.wait()
     send.send_nowait(("exit", index))
 
