@@ -702,6 +702,25 @@ def aggregate(passes: list[dict[str, Any]], row: Row) -> tuple[float | None, boo
     return (max(values) if row.higher_is_better else min(values)), incomplete
 
 
+def paired_ratios(
+    subject: list[dict[str, Any]], base: list[dict[str, Any]], row: Row
+) -> list[float]:
+    """``subject ÷ base`` pass by pass: passes are interleaved, so pass i of each ran at
+    nearly the same time, under the same conditions. Passes unusable for either are skipped."""
+
+    def usable(p: dict[str, Any]) -> float | None:
+        bad = p.get("error") or p.get("not_applicable") or p.get("not_negotiated")
+        value = p.get(row.metric)
+        return None if bad or p.get("missing") or value is None else float(value)
+
+    out = []
+    for a, b in zip(subject, base, strict=False):
+        va, vb = usable(a), usable(b)
+        if va is not None and vb:
+            out.append(va / vb)
+    return out
+
+
 def _size(size: int) -> str:
     if size >= 1024 * 1024:
         return f"{size // (1024 * 1024)} MiB"
@@ -757,6 +776,10 @@ def build_tables(
     others = [n for n in names if n not in BASELINES]
     bases = [b for b in BASELINES if b in names]
     full = ["| scenario | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+    paired = [
+        "| scenario | " + " | ".join(ratio_head) + " |",
+        "|---" * (len(ratio_head) + 1) + "|",
+    ]
     for row in rows:
         values: dict[str, float | None] = {}
         texts: dict[str, str] = {}
@@ -781,6 +804,17 @@ def build_tables(
                 row_ratios[name][base] = v / b if v is not None and b else None
         ratio_cells = [_ratio(row_ratios.get(SUBJECT, {}).get(b)) for b in bases]
         ratios.append(f"| {row.label} {arrow} | " + " | ".join(ratio_cells) + " |")
+        pass_ratios = {
+            b: paired_ratios(
+                results.get(SUBJECT, {}).get(row.cell, []),
+                results.get(b, {}).get(row.cell, []),
+                row,
+            )
+            for b in bases
+        }
+        paired.append(
+            f"| {row.label} {arrow} | " + " | ".join(_spread(pass_ratios[b]) for b in bases) + " |"
+        )
         full.append(
             f"| {row.label} {arrow} | "
             + " | ".join(" / ".join(_ratio(row_ratios[n][b]) for b in bases) for n in others)
@@ -793,6 +827,7 @@ def build_tables(
             "values": values,
             "cells": texts,  # as in the table: "-" (does not apply), "not negotiated", ...
             "ratios": row_ratios,
+            "paired_ratios": pass_ratios if SUBJECT in names else {},
         }
     parts = ["### Absolute (best of passes; memory: median)", "", *absolute]
     if SUBJECT in names and ratio_head:
@@ -802,6 +837,11 @@ def build_tables(
             "better, ↓ rows: <1 is better)",
             "",
             *ratios,
+            "",
+            f"### {SUBJECT} relative to each baseline, pass by pass (median of the ratios of "
+            "passes run side by side, and their range)",
+            "",
+            *paired,
         ]
     if bases and others:
         parts += [
@@ -820,6 +860,14 @@ def build_tables(
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _ratio(values[0])
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
 def notes(
