@@ -11,6 +11,7 @@ nox -s autobahn_client   # the trio_ws client against Autobahn's fuzzing server,
 nox -s autobahn_client_deflate  # the client, cases 12.* and 13.* (slow)
 nox -s coverage          # tests under coverage (subprocesses too), then the report
 nox -s tests_all_pythons # tests on 3.10, 3.11, 3.12 and 3.13 (tests_all_pythons-3.12 etc.)
+nox -s bench_resume      # reconnect storm: 1000 clients resume 100 missed messages (Redis rows too)
 """
 
 from __future__ import annotations
@@ -209,6 +210,16 @@ def bench(session: nox.Session) -> None:
     except nox.command.CommandFailed:
         session.warn("aiohttp did not install: its row is skipped")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
+
+
+@nox.session
+def bench_resume(session: nox.Session) -> None:
+    """Resume after a reconnect storm: 1000 clients of the chat example come back at once and
+    catch up on 100 missed messages, against a plain reconnect storm; memory history, Redis
+    history, 2 workers sharing it (redis-server must be installed). About 1 minute. Prints a
+    markdown table; `-- --json PATH`, `-- --rows memory`, `-- --clients 2000` etc."""
+    session.install("-e", ".[redis]")
+    session.run("python", str(ROOT / "benchmarks" / "resume.py"), *session.posargs)
 
 
 @nox.session
