@@ -340,6 +340,38 @@ async def test_a_thousand_members_reconnect_at_once_and_miss_nothing() -> None:
     assert sum(recovery.replayed > 0 for recovery in recoveries[clients:]) == clients
 
 
+async def test_members_resuming_from_one_point_share_envelopes_and_frames() -> None:
+    """A reconnect storm: each missed message's envelope is made once (when it is broadcast),
+    not once per member replayed to, and a replay larger than one batch (64 KiB) comes whole
+    and in order."""
+    made: list[int] = []
+
+    def envelope(message: str | bytes, position: trio_ws.Position) -> str | bytes:
+        made.append(position.offset)
+        return trio_ws.json_envelope(message, position)
+
+    room = trio_ws.Room(history=trio_ws.MemoryHistory(100), envelope=envelope)
+    start = room.position()
+    assert start is not None
+    missed = [f"{i}:" + "x" * 2000 for i in range(1, 61)]  # about 120 KiB of envelopes
+    for message in missed:
+        room.broadcast(message)  # nobody is there
+    assert made == list(range(1, 61))
+    with trio.fail_after(20):
+        async with resume_server(room) as (server, recoveries):
+
+            async def resume() -> None:
+                async with server.connect(resume_url(start)) as ws:
+                    got = [unwrap(await ws.receive()) for _ in missed]
+                    assert got == list(enumerate(missed, 1))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(resume)
+    assert [r.replayed for r in recoveries] == [60] * 20
+    assert made == list(range(1, 61))  # none made again
+
+
 async def test_history_off_costs_nothing_per_broadcast() -> None:
     """Without history, a broadcast allocates nothing in the history code: no entry, no
     position, no envelope (traced allocations, counted structurally, not timed)."""

@@ -301,6 +301,8 @@ async def test_resumes_are_counted_recovered_or_refused() -> None:
             metrics = server.metrics
             assert (metrics.room_resumed, metrics.room_replayed) == (1, 2)
             assert metrics.room_resume_refused == 2
+            # Sent: "joined" four times, and the two replayed ("m3", "m4", shared frames).
+            assert (metrics.messages_sent, metrics.bytes_sent) == (4 + 2, 4 * 6 + 2 * 2)
 
 
 def test_redis_stores_are_tracked_as_backplanes() -> None:

@@ -29,7 +29,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from .._trio import Offer, WebSocketConnection
+from .._trio import Offer, Outbox, WebSocketConnection
 from ._envelope import Envelope
 from ._history import Entry, History, Position
 from ._presence import MemoryPresence, Presence, PresenceEvent
@@ -37,6 +37,11 @@ from ._presence import MemoryPresence, Presence, PresenceEvent
 __all__ = ["Backplane", "Recovery", "Room", "SlowPolicy"]
 
 logger = logging.getLogger("trio_ws")
+
+#: Recent envelopes, and replayed frames, kept for members resuming from the same point.
+_CACHE_SIZE = 4096
+#: Most bytes of replayed frames written to a member at once.
+_BATCH = 64 * 1024
 
 
 @attrs.define(slots=True, eq=False)
@@ -151,6 +156,10 @@ class Room:
         self.catch_up_limit = catch_up_limit
         self._members: dict[WebSocketConnection, _Member] = {}
         self._replaying: dict[WebSocketConnection, _CatchUp] = {}
+        # Recent wire messages by (epoch, offset), and replayed frames by (shared_key, wire
+        # message): members resuming from the same point (a reconnect storm) share them.
+        self._wires: dict[tuple[str, int], str | bytes] = {}
+        self._replay_frames: dict[tuple[Hashable, str | bytes], tuple[bytes, int]] = {}
         self._presence_callbacks: dict[object, Callable[[PresenceEvent], object]] = {}
         #: Messages dropped for slow members since the room was made (each is also counted in
         #: the member's server ``Metrics``, ``room_dropped``, as are ``closed_slow``).
@@ -286,10 +295,17 @@ class Room:
         this process has delivered offset ``until``; then it is live (broadcasts go to its
         outbox directly)."""
         outbox = ws.outbox
+        key = outbox.shared_key
         while True:
             pending = catch_up.pending
             while pending:
-                result = outbox.offer(pending[0][1])
+                if key is None:  # stateful compression or masking: per member, one by one
+                    count = 1
+                    result = outbox.offer(pending[0][1])
+                else:  # frames shared with other members, written up to _BATCH at once
+                    frames, raw, deflate_raw, deflate = self._replay_batch(key, outbox, pending)
+                    count = len(frames)
+                    result = outbox.offer_frame(b"".join(frames) if count > 1 else frames[0])
                 if result is Offer.FULL:
                     await outbox.wait()
                     if self._replaying.get(ws) is not catch_up:
@@ -298,7 +314,14 @@ class Room:
                     self.discard(ws)
                     return
                 else:
-                    pending.popleft()
+                    metrics = ws.metrics
+                    if key is not None and metrics is not None:  # the core did not count them
+                        metrics.messages_sent += count
+                        metrics.bytes_sent += raw
+                        metrics.deflate_raw_bytes_sent += deflate_raw
+                        metrics.deflate_bytes_sent += deflate
+                    for _ in range(count):
+                        pending.popleft()
             if history.position().offset >= until:
                 break
             catch_up.arrived = trio.Event()
@@ -307,6 +330,27 @@ class Room:
             if self._replaying.get(ws) is not catch_up:
                 return  # it left
         del self._replaying[ws]
+
+    def _replay_batch(
+        self, key: Hashable, outbox: Outbox, pending: collections.deque[tuple[int, str | bytes]]
+    ) -> tuple[list[bytes], int, int, int]:
+        """The shared frames of the first pending messages, up to ``_BATCH`` bytes (one at
+        least), with what the member's metrics count for them: payload bytes, and of those
+        compressed, the bytes before and after compression."""
+        frames: list[bytes] = []
+        size = raw = deflate_raw = deflate = 0
+        for _, message in pending:
+            frame, compressed = self._replay_frame(key, outbox, message)
+            if frames and size + len(frame) > _BATCH:
+                break
+            frames.append(frame)
+            size += len(frame)
+            payload = _utf8_size(message)
+            raw += payload
+            if compressed:
+                deflate_raw += payload
+                deflate += compressed
+        return frames, raw, deflate_raw, deflate
 
     def position(self) -> Position | None:
         """The epoch and the offset of the room's last broadcast (None without history)."""
@@ -379,11 +423,29 @@ class Room:
         return self._fan_out(self._wire(entry), exclude, entry.offset)
 
     def _wire(self, entry: Entry) -> str | bytes:
-        """What members receive for ``entry``: its message, or its envelope."""
+        """What members receive for ``entry``: its message, or its envelope (made once for
+        a recent entry, however many members are sent it)."""
         envelope = self.envelope
         if envelope is None or self.history is None:
             return entry.message
-        return envelope(entry.message, Position(self.history.epoch, entry.offset))
+        key = (self.history.epoch, entry.offset)
+        wire = self._wires.get(key)
+        if wire is None:
+            if len(self._wires) >= _CACHE_SIZE:
+                self._wires.clear()
+            wire = self._wires[key] = envelope(entry.message, Position(*key))
+        return wire
+
+    def _replay_frame(
+        self, key: Hashable, outbox: Outbox, message: str | bytes
+    ) -> tuple[bytes, int]:
+        """``outbox.encode_shared(message)``, encoded once for every member of ``key``."""
+        frame = self._replay_frames.get((key, message))
+        if frame is None:
+            if len(self._replay_frames) >= _CACHE_SIZE:
+                self._replay_frames.clear()
+            frame = self._replay_frames[key, message] = outbox.encode_shared(message)
+        return frame
 
     def _fan_out(
         self, message: str | bytes, exclude: WebSocketConnection | None, offset: int
