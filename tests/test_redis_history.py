@@ -141,6 +141,39 @@ async def test_a_client_that_joined_before_the_first_message_resumes(
                 assert unwrap(await ws.receive()) == (1, "m1")
 
 
+async def test_a_resume_of_recent_entries_costs_redis_nothing(redis: RedisServer) -> None:
+    """What this process delivered lately is replayed from its memory, with no Redis call; a
+    gap older than that is asked of Redis, which has the last word (here: too old)."""
+    import coredis
+
+    async def script_calls() -> int:
+        async with coredis.Redis.from_url(redis.url) as client:
+            stats: Any = await client.info("commandstats")
+        return int(stats["cmdstat_eval"]["calls"])
+
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, size=5)) as (room, server, recoveries):
+            async with server.connect("/") as watcher:
+                for i in range(1, 4):
+                    room.broadcast(f"m{i}")
+                assert [unwrap(await watcher.receive())[0] for _ in range(3)] == [1, 2, 3]
+                epoch = room.position().epoch  # type: ignore[union-attr]
+                before = await script_calls()
+                async with server.connect(resume_url(trio_ws.Position(epoch, 1))) as ws:
+                    await wait_joined(recoveries, 2)
+                    assert recoveries[1].recovered and recoveries[1].replayed == 2
+                    assert [unwrap(await ws.receive()) for _ in range(2)] == [(2, "m2"), (3, "m3")]
+                assert await script_calls() == before
+                for i in range(4, 9):  # 4..8 kept, here and in Redis
+                    room.broadcast(f"m{i}")
+                assert [unwrap(await watcher.receive())[0] for _ in range(5)] == [4, 5, 6, 7, 8]
+                before = await script_calls()
+                async with server.connect(resume_url(trio_ws.Position(epoch, 2))):
+                    await wait_joined(recoveries, 3)
+                    assert not recoveries[2].recovered  # 3 is gone
+                assert await script_calls() == before + 1
+
+
 async def test_too_old_and_lost_history_are_refused(redis: RedisServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with process(redis_history(redis.url, size=3)) as (room, server, recoveries):

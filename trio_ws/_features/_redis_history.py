@@ -20,11 +20,18 @@ After each (re)connection, the subscriber first reads what it missed from the st
 delivers from the channel (skipping offsets it has delivered): a short Redis outage costs
 members nothing that the history still holds. While Redis is unreachable, ``append()`` drops
 the message (``dropped``) and ``since()`` answers None (the client reloads).
+
+``since()`` answers from the last ``size`` entries this process delivered when they cover the
+client's gap (a reconnect storm then costs Redis nothing), and asks Redis otherwise: another
+epoch, a client ahead of this process, a gap older than those, or entries old enough (half
+the ``ttl``) that Redis may have trimmed them.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -157,6 +164,9 @@ class RedisHistory(RedisStore):
         self._send, self._receive = trio.open_memory_channel[str | bytes](queue_size)
         self._epoch = ""  # the epoch of the last entry delivered ("": never connected yet)
         self._last = 0  # the offset of the last entry delivered
+        # The last entries delivered here, consecutive, ending at _last: most resumes are
+        # answered from them, without a Redis call.
+        self._recent: collections.deque[Entry] = collections.deque(maxlen=size)
         #: Entries delivered to the room (from any process).
         self.delivered = 0
         #: Entries this process never delivered: gone from the stream before it could read
@@ -185,15 +195,16 @@ class RedisHistory(RedisStore):
         return Position(self._epoch, self._last)
 
     async def since(self, position: Position) -> list[Entry] | None:
-        """The entries after ``position`` from Redis; None if it cannot give them all, or
-        cannot be reached."""
+        """The entries after ``position``; None if Redis cannot give them all, or cannot be
+        reached. Recent ones this process delivered come from memory, the others from Redis."""
         client = self._client
-        if client is None:
+        if client is None or position.offset < 0:
             await trio.lowlevel.checkpoint()
             return None
-        if position.offset < 0:
+        recent = self._since_recent(position)
+        if recent is not None:
             await trio.lowlevel.checkpoint()
-            return None
+            return recent
         try:
             epoch, last, entries = await self._read(client, position.offset)
         except Exception as exc:
@@ -203,6 +214,22 @@ class RedisHistory(RedisStore):
             return None
         if len(entries) < last - position.offset:
             return None  # some are gone (count or age)
+        return entries
+
+    def _since_recent(self, position: Position) -> list[Entry] | None:
+        """The entries after ``position`` if this process delivered them all lately, else
+        None (ask Redis): another epoch, a client ahead of this process, entries older than
+        kept here, or old enough (half the ttl) that Redis may have trimmed them already."""
+        if position.epoch != self._epoch or position.offset > self._last:
+            return None
+        recent = self._recent
+        if position.offset == self._last:
+            return []
+        if not recent or recent[0].offset > position.offset + 1:
+            return None
+        entries = [recent[i] for i in range(position.offset + 1 - recent[0].offset, len(recent))]
+        if self.ttl is not None and time.time() - entries[0].time > self.ttl / 2:
+            return None
         return entries
 
     # Connection ------------------------------------------------------------------------------
@@ -268,11 +295,13 @@ class RedisHistory(RedisStore):
             if self._epoch:
                 logger.warning("Redis history %s: history lost, new epoch", self.name)
             self._epoch, self._last = epoch, 0
+            self._recent.clear()
         room = self._room
         for entry in entries:
             if entry.offset <= self._last:
                 continue  # delivered already (read after reconnecting, then published)
             if entry.offset > self._last + 1:
+                self._recent.clear()  # no longer consecutive
                 self.missed += entry.offset - self._last - 1
                 logger.warning(
                     "Redis history %s: %d messages gone before they could be delivered",
@@ -280,6 +309,7 @@ class RedisHistory(RedisStore):
                     entry.offset - self._last - 1,
                 )
             self._last = entry.offset
+            self._recent.append(entry)
             self.delivered += 1
             if room is not None:
                 room.deliver_entry(entry)
