@@ -240,17 +240,20 @@ class Receiving(Sending):
         outbox = self._outbox
         # Pongs and close replies (RFC 6455 sections 5.5.2, 5.5.1) go out at once.
         self._answering = outbox.send_core_output()
+        queued = False
         for event in events:
             if type(event) is Message:
                 if not outbox.closing:
                     self._messages.append(event.data)
-                    self._message_lot.unpark_all()
+                    queued = True
             elif type(event) is MessageChunk:
                 if not outbox.closing:  # chunks queue whole: receive() joins them
                     self._messages.append(event)
-                    self._message_lot.unpark_all()
+                    queued = True
             elif type(event) is Pong:
                 self._on_pong(event.payload)
+        if queued and self._message_lot:
+            self._message_lot.unpark_all()
         if core.state is ConnectionState.CLOSED:
             self._finish()
 
@@ -305,7 +308,8 @@ class Receiving(Sending):
                 data = None  # (waiting outside the except block: no exception kept alive)
             if data is None:
                 waited = True
-                self._space_lot.unpark_all()  # (see _wait_drained)
+                if self._space_lot:
+                    self._space_lot.unpark_all()  # (see _wait_drained)
                 await trio.lowlevel.wait_readable(fd)
                 data = self._read(fd)
         except BlockingIOError:
