@@ -372,6 +372,23 @@ async def test_members_resuming_from_one_point_share_envelopes_and_frames() -> N
     assert made == list(range(1, 61))  # none made again
 
 
+async def test_what_a_room_keeps_for_replays_is_bounded() -> None:
+    """The envelopes kept for members who resume stay within a few MiB, however many large
+    messages go by (the history itself keeps only its last 2)."""
+    room = trio_ws.Room(history=trio_ws.MemoryHistory(2), envelope=trio_ws.json_envelope)
+    payload = "x" * (256 * 1024)
+    room.broadcast(payload)  # warm up
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):  # 50 MiB of envelopes
+            room.broadcast(payload)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 8 * 1024 * 1024
+
+
 async def test_history_off_costs_nothing_per_broadcast() -> None:
     """Without history, a broadcast allocates nothing in the history code: no entry, no
     position, no envelope (traced allocations, counted structurally, not timed)."""

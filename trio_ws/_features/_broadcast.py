@@ -24,7 +24,7 @@ import functools
 import logging
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -38,8 +38,9 @@ __all__ = ["Backplane", "Recovery", "Room", "SlowPolicy"]
 
 logger = logging.getLogger("trio_ws")
 
-#: Recent envelopes, and replayed frames, kept for members resuming from the same point.
-_CACHE_SIZE = 4096
+#: Bytes of recent envelopes, and of replayed frames, a room keeps for members resuming from
+#: the same point (each cache; a larger item is not kept).
+_CACHE_BYTES = 4 * 1024 * 1024
 #: Most bytes of replayed frames written to a member at once.
 _BATCH = 64 * 1024
 
@@ -70,6 +71,26 @@ class Backplane(Protocol):
 
     def publish(self, room: str, message: str | bytes) -> None:
         """Send ``message`` to the room ``room`` of the other processes; never waits."""
+
+
+class _Cache(dict[Hashable, Any]):
+    """A dict of at most ``_CACHE_BYTES`` of values (emptied when full: the items a reconnect
+    storm shares are the recent ones, which come back at once)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if size > _CACHE_BYTES // 8:
+            return
+        if self.size + size > _CACHE_BYTES:
+            self.clear()
+            self.size = 0
+        self[key] = value
+        self.size += size
 
 
 @attrs.define(slots=True)
@@ -158,8 +179,8 @@ class Room:
         self._replaying: dict[WebSocketConnection, _CatchUp] = {}
         # Recent wire messages by (epoch, offset), and replayed frames by (shared_key, wire
         # message): members resuming from the same point (a reconnect storm) share them.
-        self._wires: dict[tuple[str, int], str | bytes] = {}
-        self._replay_frames: dict[tuple[Hashable, str | bytes], tuple[bytes, int]] = {}
+        self._wires = _Cache()  # (epoch, offset) -> what members receive
+        self._replay_frames = _Cache()  # (shared_key, what members receive) -> (frame, size)
         self._presence_callbacks: dict[object, Callable[[PresenceEvent], object]] = {}
         #: Messages dropped for slow members since the room was made (each is also counted in
         #: the member's server ``Metrics``, ``room_dropped``, as are ``closed_slow``).
@@ -429,22 +450,20 @@ class Room:
         if envelope is None or self.history is None:
             return entry.message
         key = (self.history.epoch, entry.offset)
-        wire = self._wires.get(key)
+        wire: str | bytes | None = self._wires.get(key)
         if wire is None:
-            if len(self._wires) >= _CACHE_SIZE:
-                self._wires.clear()
-            wire = self._wires[key] = envelope(entry.message, Position(*key))
+            wire = envelope(entry.message, Position(*key))
+            self._wires.put(key, wire, len(wire))
         return wire
 
     def _replay_frame(
         self, key: Hashable, outbox: Outbox, message: str | bytes
     ) -> tuple[bytes, int]:
         """``outbox.encode_shared(message)``, encoded once for every member of ``key``."""
-        frame = self._replay_frames.get((key, message))
+        frame: tuple[bytes, int] | None = self._replay_frames.get((key, message))
         if frame is None:
-            if len(self._replay_frames) >= _CACHE_SIZE:
-                self._replay_frames.clear()
-            frame = self._replay_frames[key, message] = outbox.encode_shared(message)
+            frame = outbox.encode_shared(message)
+            self._replay_frames.put((key, message), frame, len(frame[0]))
         return frame
 
     def _fan_out(
