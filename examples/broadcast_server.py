@@ -92,11 +92,15 @@ async def chat(
 
 
 def resume_point(fields: dict[str, list[str]]) -> trio_ws.Position | None:
-    """Where the client was: ``?epoch=...&offset=...`` (nothing on its first connection)."""
+    """Where the client was: ``?epoch=...&offset=...``; None on its first connection (neither
+    given), and a position no room has if they are malformed: then the client hears
+    ``"missing": true`` rather than nothing."""
+    if "epoch" not in fields and "offset" not in fields:
+        return None
     try:
         return trio_ws.Position(fields["epoch"][0], int(fields["offset"][0]))
     except (KeyError, ValueError):
-        return None
+        return trio_ws.Position("", -1)
 
 
 async def announce_online(room: trio_ws.Room, everyone: trio_ws.Room) -> None:
@@ -138,8 +142,10 @@ async def serve(args: argparse.Namespace) -> None:
         presence = trio_ws.RedisPresence(args.redis, "chat")
         redis = [history, presence]
     # The chat: its messages carry their position (json_envelope). A history needs no backplane.
+    # A member too slow to keep up is closed (1013) rather than skipped: the page reconnects
+    # with its last position and resumes, so it misses nothing (see docs/reconnects.md).
     room = trio_ws.Room(
-        history=history, envelope=trio_ws.json_envelope, presence=presence, policy="drop"
+        history=history, envelope=trio_ws.json_envelope, presence=presence, policy="close"
     )
     # Every connection here, to send it who is online (not chat: no history, no envelope).
     everyone = trio_ws.Room(policy="drop")

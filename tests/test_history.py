@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tracemalloc
 import urllib.parse
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import HOST, RawPeer, wait_stalled, wait_until
 
 import trio_ws
 from trio_ws.testing import MemoryServer, open_memory_server
@@ -518,6 +520,75 @@ async def test_too_many_messages_held_during_a_replay_get_the_slow_policy() -> N
                     await ws.receive()
                 assert closed.value.code == 1013
                 history.answer.set()
+
+
+async def test_a_long_replay_does_not_count_against_the_catch_up_limit() -> None:
+    """``catch_up_limit`` bounds the live messages held behind a replay, not the replay: a
+    member resuming 400 messages, whose replay waits for room (the client reads nothing
+    yet) while 5 live ones come, stays and gets all 405, in order."""
+    room = trio_ws.Room(history=trio_ws.MemoryHistory(1000), policy="close", catch_up_limit=10)
+    start = room.position()
+    missed = [f"{i}:" + "x" * 20_000 for i in range(400)]  # 8 MB: more than the socket takes
+    for message in missed:
+        room.broadcast(message)
+    joined = trio.Event()
+
+    async def member(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await room.join(ws, since=since_of(request.query))
+        joined.set()
+        async for _ in ws:
+            pass
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trio_ws.serve_websocket, member, HOST, 0, options=NO_PINGS)
+            )
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake(resume_url(start))
+            await wait_until(lambda: len(room) == 1, "the member joined")
+            await wait_stalled()  # its replay waits for the client to read
+            assert not joined.is_set()
+            live = [f"live {i}" for i in range(5)]
+            for message in live:
+                assert room.broadcast(message) == 1  # held behind the replay
+            assert room.closed_slow == 0
+            got = []
+            for _ in range(len(missed) + len(live)):
+                frame = await peer.read_frame()
+                assert frame is not None
+                got.append(frame[1].decode())
+            assert got == missed + live
+            await joined.wait()
+            await peer.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_message_the_envelope_refuses_reaches_nobody_and_is_not_replayed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``json_envelope`` carries text only: a binary broadcast raises and reaches nobody, and
+    later resumes from before it get everything else (it is not replayed, nor fails them).
+    A store that delivers entries itself gets 0 and a log line, not an exception."""
+    room = history_room()
+    start = room.position()
+    assert start is not None
+    room.broadcast("one")
+    with pytest.raises(TypeError):
+        room.broadcast(b"binary")
+    room.broadcast("three")
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(start)) as ws:
+                assert [unwrap(await ws.receive()) for _ in range(2)] == [(1, "one"), (3, "three")]
+                await wait_recoveries(recoveries, 1)
+                assert recoveries[0].recovered and recoveries[0].replayed == 2
+                # As a store that gives offsets itself delivers (e.g. RedisHistory).
+                assert room.deliver_entry(trio_ws.Entry(9, b"binary again", 0.0)) == 0
+                room.broadcast("four")
+                assert unwrap(await ws.receive()) == (4, "four")
+    assert "the envelope refused message 9" in caplog.text
 
 
 class LaggingHistory(SharedHistory):

@@ -174,6 +174,29 @@ async def test_a_resume_of_recent_entries_costs_redis_nothing(redis: RedisServer
                 assert await script_calls() == before + 1
 
 
+async def test_a_message_the_envelope_refuses_does_not_break_the_subscription(
+    redis: RedisServer,
+) -> None:
+    """With the envelope applied as entries come back from Redis, a binary message in a
+    json_envelope room is logged and skipped in every process; the connection stays up and
+    a resume from before it gets the rest."""
+    history = redis_history(redis.url)
+    with trio.fail_after(TIMEOUT):
+        async with process(history) as (room, server, recoveries):
+            start = room.position()
+            assert start is not None
+            async with server.connect("/") as ws:
+                await wait_joined(recoveries, 1)
+                room.broadcast(b"binary")  # given an offset by Redis, refused on the way back
+                room.broadcast("after")
+                assert unwrap(await ws.receive()) == (2, "after")
+            async with server.connect(resume_url(start)) as ws:
+                await wait_joined(recoveries, 2)
+                assert recoveries[1].recovered and recoveries[1].replayed == 1
+                assert unwrap(await ws.receive()) == (2, "after")
+            assert history.connections == 1  # no reconnection
+
+
 async def test_too_old_and_lost_history_are_refused(redis: RedisServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with process(redis_history(redis.url, size=3)) as (room, server, recoveries):
@@ -378,3 +401,21 @@ async def test_a_process_killed_with_sigkill_loses_nothing_redis_accepted(
             assert seen + replayed == stream
             b.send_signal(signal.SIGTERM)
             assert await b.wait() == 0
+
+
+async def test_the_chat_example_says_when_a_resume_point_is_malformed(redis: RedisServer) -> None:
+    """A first connection (no position) is not "missing"; a malformed position is, so that
+    the client reloads rather than trusting it missed nothing."""
+    with trio.fail_after(TIMEOUT):
+        async with chat_process(redis.url) as (process, url):
+            for query, missing in [
+                ("", False),
+                ("?epoch=&offset=3", True),
+                ("?offset=3", True),
+                ("?epoch=abc&offset=1e3", True),
+                ("?epoch=abc&offset=" + "9" * 5000, True),
+            ]:
+                async with trio_ws.open_websocket_url(url + query) as ws:
+                    assert (await next_chat(ws))["missing"] is missing, query
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0

@@ -53,8 +53,21 @@ class _CatchUp:
     pending: collections.deque[tuple[int, str | bytes]] = attrs.field(factory=collections.deque)
     #: Live messages up to this offset are not held: the client has them.
     floor: int = 0
+    #: How many of ``pending``, at its front, are the replay (the rest are live messages
+    #: held meanwhile: those count against ``catch_up_limit``).
+    replay: int = 0
     #: Set when a live message comes (or the member leaves), for a replay waiting for one.
     arrived: trio.Event | None = None
+
+    @property
+    def held(self) -> int:
+        """Live messages waiting behind the replay."""
+        return len(self.pending) - self.replay
+
+    def popleft(self) -> None:
+        self.pending.popleft()
+        if self.replay:
+            self.replay -= 1
 
     def hold(self, offset: int, message: str | bytes) -> None:
         if offset > self.floor:
@@ -280,7 +293,7 @@ class Room:
             entries = await history.since(since)
             if self._replaying.get(ws) is not catch_up:
                 return Recovery(False, 0, history.position())  # it left meanwhile
-            until = 0
+            until = replayed = 0
             if entries is not None:
                 top = history.position().offset
                 if entries and entries[-1].offset > top:
@@ -291,7 +304,8 @@ class Room:
                 # own position may be ahead of this process (a shared store): wait for it.
                 seen = entries[-1].offset if entries else since.offset
                 held = catch_up.pending
-                catch_up.pending = collections.deque((e.offset, self._wire(e)) for e in entries)
+                catch_up.pending = collections.deque(self._replayable(entries))
+                catch_up.replay = replayed = len(catch_up.pending)
                 catch_up.pending.extend(item for item in held if item[0] > seen)
                 catch_up.floor = until = seen
             await self._send_pending(ws, catch_up, history, until)
@@ -299,7 +313,7 @@ class Room:
             if self._replaying.get(ws) is catch_up:
                 self.discard(ws)  # cancelled or failed halfway: it must not stay behind
         await trio.lowlevel.cancel_shielded_checkpoint()
-        recovery = Recovery(entries is not None, len(entries or ()), history.position())
+        recovery = Recovery(entries is not None, replayed, history.position())
         metrics = ws.metrics
         if metrics is not None:
             if recovery.recovered:
@@ -342,7 +356,7 @@ class Room:
                         metrics.deflate_raw_bytes_sent += deflate_raw
                         metrics.deflate_bytes_sent += deflate
                     for _ in range(count):
-                        pending.popleft()
+                        catch_up.popleft()
             if history.position().offset >= until:
                 break
             catch_up.arrived = trio.Event()
@@ -435,13 +449,31 @@ class Room:
         history = self.history
         if history is not None:
             entry = history.append(message)
-            return 0 if entry is None else self.deliver_entry(entry, exclude=exclude)
+            if entry is None:
+                return 0
+            # An envelope that raises: nobody gets it (nor, later, a replay: _replayable).
+            return self._fan_out(self._wire(entry), exclude, entry.offset)
         return self._fan_out(message, exclude, 0)
 
     def deliver_entry(self, entry: Entry, *, exclude: WebSocketConnection | None = None) -> int:
         """Deliver a message already recorded in the room's history (a history store that
-        gives offsets itself, e.g. from Redis, delivers with this)."""
-        return self._fan_out(self._wire(entry), exclude, entry.offset)
+        gives offsets itself, e.g. from Redis, delivers with this). If the envelope raises,
+        the error is logged and nobody gets the message (nor a replay of it): 0."""
+        try:
+            wire = self._wire(entry)
+        except Exception:
+            logger.exception("room %r: the envelope refused message %d", self.name, entry.offset)
+            return 0
+        return self._fan_out(wire, exclude, entry.offset)
+
+    def _replayable(self, entries: list[Entry]) -> Iterator[tuple[int, str | bytes]]:
+        """``(offset, wire message)`` of the entries, but those the envelope refuses: their
+        broadcast reached nobody, and their replay does not either."""
+        for entry in entries:
+            try:
+                yield entry.offset, self._wire(entry)
+            except Exception:
+                continue
 
     def _wire(self, entry: Entry) -> str | bytes:
         """What members receive for ``entry``: its message, or its envelope (made once for
@@ -480,7 +512,7 @@ class Room:
                 continue
             if replaying and ws in replaying:
                 catch_up = replaying[ws]  # held until its replay is through
-                if len(catch_up.pending) >= self.catch_up_limit:
+                if catch_up.held >= self.catch_up_limit:
                     self._slow(ws)
                 else:
                     catch_up.hold(offset, message)
