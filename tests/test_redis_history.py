@@ -311,6 +311,173 @@ async def test_entries_older_than_the_ttl_are_gone(redis: RedisServer) -> None:
                 assert unwrap(await ws.receive()) == (2, "new")
 
 
+KEYS = "trio_ws:chat:"  # the room's keys: KEYS + "stream", KEYS + "meta"
+DAY_MS = 24 * 3600 * 1000
+
+
+async def pttls(url: str) -> tuple[int, int]:
+    """The milliseconds the room's stream and meta keys have left (-1: no expiry)."""
+    import coredis
+
+    async with coredis.Redis.from_url(url) as client:
+        return await client.pttl(KEYS + "stream"), await client.pttl(KEYS + "meta")
+
+
+def assert_expiry(pttl: int, expected: int) -> None:
+    """``pttl`` is ``expected`` (-1: none), less what the test took since it was set."""
+    if expected == -1:
+        assert pttl == -1
+    else:
+        assert expected - 10_000 < pttl <= expected
+
+
+async def wait_expired(url: str, *keys: str) -> None:
+    """Poll until the room's ``keys`` have expired (Redis expires them on its own clock)."""
+    import coredis
+
+    async with coredis.Redis.from_url(url) as client:
+        while await client.exists([KEYS + key for key in keys]):
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("options", "stream_ms", "meta_ms"),
+    [
+        ({"ttl": 60}, 60_000, 30 * DAY_MS),  # the default meta_ttl: 30 days
+        ({"meta_ttl": 3600}, 3_600_000, 3_600_000),  # no ttl: the stream goes with the meta
+        ({"ttl": 60, "meta_ttl": None}, 60_000, -1),
+    ],
+)
+async def test_appends_give_the_keys_an_expiry_and_reads_refresh_none(
+    redis: RedisServer, options: dict[str, Any], stream_ms: int, meta_ms: int
+) -> None:
+    import coredis
+
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, **options)) as (room, server, _):
+            async with server.connect("/") as watcher:
+                room.broadcast("m1")
+                assert unwrap(await watcher.receive()) == (1, "m1")
+                stream, meta = await pttls(redis.url)
+                assert_expiry(stream, stream_ms)
+                assert_expiry(meta, meta_ms)
+                # A process connecting, and a resume that Redis answers, refresh neither.
+                async with coredis.Redis.from_url(redis.url) as client:
+                    for key in ("stream", "meta"):
+                        await client.pexpire(KEYS + key, 5_000)
+                async with process(redis_history(redis.url, **options)) as (_, other, joined):
+                    epoch = room.position().epoch  # type: ignore[union-attr]
+                    async with other.connect(resume_url(trio_ws.Position(epoch, 0))):
+                        await wait_joined(joined, 1)
+                        assert joined[0].recovered and joined[0].replayed == 1
+                assert all(0 < pttl <= 5_000 for pttl in await pttls(redis.url))
+                room.broadcast("m2")  # an append refreshes both
+                assert unwrap(await watcher.receive()) == (2, "m2")
+                stream, meta = await pttls(redis.url)
+                assert_expiry(stream, stream_ms)
+                assert_expiry(meta, meta_ms)
+
+
+async def test_keys_written_without_an_expiry_get_one_when_read(redis: RedisServer) -> None:
+    """Keys from before there were expiries (or from meta_ttl=None) are given one by the
+    first read, here a process connecting, even if the room never gets another message."""
+    import coredis
+
+    async with coredis.Redis.from_url(redis.url) as client:
+        await client.hset(KEYS + "meta", {"epoch": "E", "offset": 1})
+        await client.xadd(KEYS + "stream", {"o": 1, "k": "1", "d": "old"})
+    assert await pttls(redis.url) == (-1, -1)
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, ttl=60)) as (room, _, _):
+            assert room.position() == trio_ws.Position("E", 1)
+            stream, meta = await pttls(redis.url)
+            assert_expiry(stream, 60_000)
+            assert_expiry(meta, 30 * DAY_MS)
+
+
+async def test_a_room_only_ever_read_gets_an_expiring_meta(redis: RedisServer) -> None:
+    """A process connecting to a room without keys starts its epoch: that meta expires too."""
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, meta_ttl=3600)) as (room, _, _):
+            assert room.position() is not None
+            assert await pttls(redis.url) == (-2, pytest.approx(3_600_000, abs=10_000))
+
+
+async def test_a_room_idle_until_its_keys_expire_starts_a_new_epoch(redis: RedisServer) -> None:
+    """Once the room's epoch and offset have expired, positions of that epoch are refused,
+    even by a process that still has it in memory, and the next message starts a new epoch
+    at offset 1, which that process delivers."""
+    history = redis_history(redis.url, ttl=0.2, meta_ttl=1.0)
+    with trio.fail_after(TIMEOUT):
+        async with process(history) as (room, server, recoveries):
+            async with server.connect("/") as watcher:
+                await wait_joined(recoveries, 1)
+                room.broadcast("m1")
+                room.broadcast("m2")
+                assert [unwrap(await watcher.receive()) for _ in range(2)] == [(1, "m1"), (2, "m2")]
+                old = room.position()
+                assert old is not None
+                await wait_expired(redis.url, "stream", "meta")
+                # Nothing was missed, but Redis no longer knows the epoch: the process asks it
+                # rather than answer from memory.
+                async with server.connect(resume_url(old)):
+                    await wait_joined(recoveries, 2)
+                    assert not recoveries[1].recovered
+                room.broadcast("after")
+                assert unwrap(await watcher.receive()) == (1, "after")
+                new = room.position()
+                assert new is not None and new.epoch != old.epoch and new.offset == 1
+                async with server.connect(resume_url(old)):
+                    await wait_joined(recoveries, 3)
+                    assert not recoveries[2].recovered
+                async with server.connect(resume_url(new)) as ws:
+                    await wait_joined(recoveries, 4)
+                    assert recoveries[3].recovered and recoveries[3].replayed == 0
+                    room.broadcast("next")
+                    assert unwrap(await ws.receive()) == (2, "next")
+
+
+async def test_a_client_up_to_date_resumes_after_the_stream_expired(redis: RedisServer) -> None:
+    """With a short ttl and a long meta_ttl, the stream goes once the room is idle, but the
+    epoch and offset stay: a client that had everything resumes (through a process started
+    since, too) and the offsets go on; one that missed a message is refused."""
+    options: dict[str, Any] = {"ttl": 0.2, "meta_ttl": 60}
+    with trio.fail_after(TIMEOUT):
+        async with process(redis_history(redis.url, **options)) as (room, server, recoveries):
+            async with server.connect("/") as watcher:
+                await wait_joined(recoveries, 1)
+                room.broadcast("m1")
+                room.broadcast("m2")
+                assert [unwrap(await watcher.receive())[0] for _ in range(2)] == [1, 2]
+                last = room.position()
+                assert last is not None
+                await wait_expired(redis.url, "stream")
+                assert (await pttls(redis.url))[1] > 0  # the meta is still there
+                async with process(redis_history(redis.url, **options)) as (_, other, joined):
+                    async with server.connect(resume_url(last)):
+                        await wait_joined(recoveries, 2)
+                        assert recoveries[1].recovered and recoveries[1].replayed == 0
+                    behind = trio_ws.Position(last.epoch, 1)
+                    async with server.connect(resume_url(behind)):
+                        await wait_joined(recoveries, 3)
+                        assert not recoveries[2].recovered  # m2 is gone
+                    async with other.connect(resume_url(behind)):
+                        await wait_joined(joined, 1)
+                        assert not joined[0].recovered
+                    async with other.connect(resume_url(last)) as ws:
+                        await wait_joined(joined, 2)
+                        assert joined[1].recovered and joined[1].replayed == 0
+                        room.broadcast("m3")
+                        assert unwrap(await ws.receive()) == (3, "m3")
+
+
+@pytest.mark.parametrize("meta_ttl", [0, -1.0])
+def test_meta_ttl_must_be_above_zero(meta_ttl: float) -> None:
+    pytest.importorskip("coredis")
+    with pytest.raises(ValueError, match="meta_ttl"):
+        redis_history("redis://127.0.0.1:1", meta_ttl=meta_ttl)
+
+
 @asynccontextmanager
 async def chat_process(redis_url: str) -> AsyncIterator[tuple[trio.Process, str]]:
     """``examples/broadcast_server.py --redis URL`` as a process of its own, and its /ws URL."""
