@@ -78,6 +78,36 @@ async def test_every_member_gets_every_message_in_order() -> None:
                     assert b"\x00binary" in got
 
 
+async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """50 broadcasts in one scheduler tick reach each member in 8 writes, not 50 (7 frames
+    each at write_queue=8, then the rest when the tick ends), in order, none taken for slow."""
+    room = trio_ws.Room(policy="close")
+    calls = 0
+    real_write = os.write
+
+    def counted_write(fd: int, data: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        return real_write(fd, data)
+
+    with trio.fail_after(10):
+        async with room_server(room) as (server, _):
+            async with (
+                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as a,
+                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as b,
+                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as c,
+            ):
+                await wait_members(room, 3)
+                monkeypatch.setattr(trio_ws._trio._outbox.os, "write", counted_write)
+                assert [room.broadcast(f"m{i}") for i in range(50)] == [3] * 50
+                for ws in (a, b, c):
+                    assert [await ws.receive() for _ in range(50)] == [f"m{i}" for i in range(50)]
+                assert calls == 3 * 8
+                assert room.closed_slow == 0
+
+
 async def test_members_leave_when_their_connection_closes() -> None:
     room = trio_ws.Room()
     with trio.fail_after(10):

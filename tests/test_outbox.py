@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 from helpers import drained
 
+import trio_ws._trio._outbox
 from trio_ws._trio._outbox import Offer, Outbox, _item, _rest, _size, _writes
 from trio_ws.protocol import Connection, Role
 from trio_ws.protocol._frames import LARGE, Opcode, encode_frame
@@ -100,6 +103,99 @@ async def test_close_discards_queued_frames_but_never_a_partly_written_one() -> 
                 await trio.lowlevel.wait_readable(theirs)
                 received += read_all(theirs)
             assert received == first + close
+
+
+class CountedWrites:
+    """Stands in for ``os`` in the outbox module: counts its ``write``/``writev`` calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        return os.write(fd, data)
+
+    def writev(self, fd: int, buffers: Sequence[bytes]) -> int:
+        self.calls += 1
+        return os.writev(fd, buffers)
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> CountedWrites:
+    counted = CountedWrites()
+    monkeypatch.setattr(trio_ws._trio._outbox, "os", counted)
+    return counted
+
+
+def frames(*texts: str) -> bytes:
+    return b"".join(encode_frame(Opcode.TEXT, text.encode()) for text in texts)
+
+
+async def test_a_corked_outbox_writes_a_ticks_frames_in_one_write(writes: CountedWrites) -> None:
+    with trio.fail_after(10):
+        async with socket_outbox(limit=16) as (outbox, theirs):
+            outbox.cork()
+            assert [outbox.offer(f"m{i}") for i in range(10)] == [Offer.QUEUED] * 10
+            assert writes.calls == 0
+            assert read_all(theirs) == b""  # held until the tick ends
+            await outbox.flush()  # the end of the tick writes them
+            assert writes.calls == 1
+            assert read_all(theirs) == frames(*(f"m{i}" for i in range(10)))
+            # Uncorked again: the next frame is written at once, as before.
+            assert outbox.offer("after") is Offer.WRITTEN
+            assert read_all(theirs) == frames("after")
+
+
+async def test_a_corked_outbox_writes_before_its_queue_is_full(writes: CountedWrites) -> None:
+    """A burst of 40 frames in one tick at limit=4 is written 3 frames at a time: never FULL
+    (a fast member is not taken for a slow one), in order."""
+    with trio.fail_after(10):
+        async with socket_outbox(limit=4) as (outbox, theirs):
+            outbox.cork()
+            results = [outbox.offer(f"m{i}") for i in range(40)]
+            assert Offer.FULL not in results
+            assert writes.calls == 13  # 13 x 3 frames; the 40th waits for the tick's end
+            await outbox.flush()
+            assert writes.calls == 14
+            assert read_all(theirs) == frames(*(f"m{i}" for i in range(40)))
+
+
+async def test_a_corked_outbox_writes_a_large_frame_unjoined(writes: CountedWrites) -> None:
+    big = b"z" * (256 * 1024)
+    with trio.fail_after(10):
+        async with socket_outbox(limit=16) as (outbox, theirs):
+            outbox.cork()
+            outbox.offer("small")
+            outbox.offer(big)  # past 64 KiB: written now, header and payload by one writev
+            assert writes.calls == 1
+            expected = frames("small") + encode_frame(Opcode.BINARY, big)
+            received = bytearray()
+            while len(received) < len(expected):
+                await trio.lowlevel.wait_readable(theirs)
+                received += read_all(theirs)
+            assert received == expected
+
+
+async def test_frames_offered_while_corked_keep_their_order() -> None:
+    """Whatever enters a corked outbox (a whole message, a ping, our close) is written in the
+    order it was accepted, at the tick's end; a finished outbox writes nothing."""
+    with trio.fail_after(10):
+        async with socket_outbox(limit=16) as (outbox, theirs):
+            outbox.cork()
+            outbox.offer("first")
+            outbox.offer_ping(b"p")
+            outbox.offer("second")
+            assert outbox.close(1000, "bye")
+            await outbox.flush()
+            close = encode_frame(Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye")
+            ping = encode_frame(Opcode.PING, b"p")
+            assert read_all(theirs) == frames("first") + ping + frames("second") + close
+        async with socket_outbox(limit=16) as (outbox, theirs):
+            outbox.cork()
+            outbox.offer("never")
+            outbox.finish()
+            await trio.testing.wait_all_tasks_blocked()
+            assert read_all(theirs) == b""
 
 
 async def test_streams_without_a_descriptor_go_through_the_writer() -> None:

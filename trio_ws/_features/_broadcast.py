@@ -519,6 +519,7 @@ class Room:
                     delivered += 1
                 continue
             outbox = ws.outbox
+            outbox.cork()  # this tick's broadcasts reach the member in one write
             key = outbox.shared_key
             if key is None:
                 result = outbox.offer(message)  # stateful compression or masking: per member

@@ -10,6 +10,12 @@ there is a backlog. Streams without a file descriptor (TLS, memory) always use t
 A large payload is never copied to join it to its header: ``writev(2)`` writes both, the
 writer sends it on its own, and the rest of a partly written frame is a view of it.
 
+A corked outbox (``cork()``, what a Room does to its members) holds its frames until the end
+of the scheduler tick, then writes them joined: broadcasts made in one tick (a burst from one
+sender, or many senders at once) reach each member in one ``write(2)``, not one per message.
+No timer is involved: the frames go as soon as the tasks running now have yielded, or earlier
+once almost as many are held as the queue's bound allows (so corking never makes it full).
+
 The queue is bounded in frames (``limit``); data frames wait for room (``offer`` answers
 ``FULL``), while the core's own output (pongs, close replies) and our close frame may go past
 the bound: they are few and small, and a closing connection takes no more data.
@@ -18,6 +24,7 @@ the bound: they are few and small, and a closing connection takes no more data.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections.abc import Hashable
 
@@ -28,6 +35,8 @@ from ..protocol._extensions import encode_message
 from ..protocol._frames import LARGE, RSV1, Opcode, encode_frame
 
 __all__ = ["Offer", "Outbox"]
+
+logger = logging.getLogger("trio_ws")
 
 #: With ``limit`` frames, the queue is also full once it holds ``limit`` times this many
 #: bytes: the core's answers (pongs to a flood of pings) come in few but large pieces.
@@ -66,6 +75,7 @@ class Outbox:
         "_changed",
         "_closing",
         "_core",
+        "_corked",
         "_fd",
         "_finished",
         "_fragmenting",
@@ -90,6 +100,7 @@ class Outbox:
         # written even when the rest of the queue is dropped.
         self._partial_head = False
         self._writing = False  # a writer task is running (or about to)
+        self._corked = False  # frames wait in the queue until the tick ends (cork())
         self._closing = False  # our close frame is accepted: no more data frames
         self._finished = False  # the connection is over: nothing more is written
         self._fragmenting = False  # a message is being sent in fragments (RFC 6455 5.4)
@@ -266,12 +277,15 @@ class Outbox:
     def _put(self, frame: bytes | tuple[bytes, ...]) -> Offer:
         """Write ``frame`` now if nothing is ahead of it, else queue it for the writer."""
         fd = self._fd
-        if fd is None or self._queue or self._writing:
+        if fd is None or self._queue or self._writing or self._corked:
             if self._finished:
                 return Offer.CLOSED
             self._queue.append(frame)
             self._queued_bytes += _size(frame)
-            self._start_writer()
+            if not self._corked or self._writing:
+                self._start_writer()
+            elif len(self._queue) >= self._cork_frames or self._queued_bytes >= _CORK_BYTES:
+                self._write_queue()  # write before the queue is full
             return Offer.QUEUED
         try:
             if isinstance(frame, bytes):
@@ -290,6 +304,57 @@ class Outbox:
         self._partial_head = written > 0
         self._start_writer()
         return Offer.QUEUED
+
+    # Corking ----------------------------------------------------------------------------------
+
+    def cork(self) -> None:
+        """Hold the frames accepted from now on, and write them joined at the end of this
+        scheduler tick (once the tasks running now have yielded), or as soon as ``limit - 1``
+        frames or 64 KiB are held: never past the tick, and never so many that the queue is
+        full."""
+        if self._corked or self._finished:
+            return
+        self._corked = True
+        try:
+            corked = _CORKED.get()
+        except LookupError:
+            corked = []
+            _CORKED.set(corked)
+        if not corked:
+            trio.lowlevel.current_trio_token().run_sync_soon(_uncork_all, corked)
+        corked.append(self)
+
+    def uncork(self) -> None:
+        """Write what ``cork()`` held now (the end of the tick does this by itself)."""
+        self._corked = False
+        if self._queue and not self._writing and not self._finished:
+            self._write_queue()
+
+    @property
+    def _cork_frames(self) -> int:
+        return max(1, self._limit - 1)  # written before the queue is full
+
+    def _write_queue(self) -> None:
+        """Write the queue at once, joined (large payloads apart, with ``writev``), as far as
+        the socket takes it; the writer sends the rest (everything, without a descriptor)."""
+        fd, queue = self._fd, self._queue
+        if fd is not None and not self._partial_head:
+            writes = _writes(queue, self._queued_bytes)
+            if len(writes) <= _MAX_PIECES:
+                try:
+                    written = os.write(fd, writes[0]) if len(writes) == 1 else os.writev(fd, writes)
+                except OSError:
+                    written = 0  # would block; or gone, which the writer meets too
+                item = writes[0] if len(writes) == 1 else tuple(writes)
+                rest = _rest(item, written)  # type: ignore[arg-type]
+                if rest is None:
+                    self._finish_queue()
+                    self._changed.unpark_all()  # idle: flush() returns
+                    return
+                queue[:] = [rest]
+                self._queued_bytes = _size(rest)
+                self._partial_head = written > 0
+        self._start_writer()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Run the writer in ``nursery`` from now on (at once if frames are waiting)."""
@@ -340,6 +405,27 @@ class Outbox:
         self._fd = None  # never write to a descriptor that may be closed and reused
         self._finish_queue()
         self._changed.unpark_all()
+
+
+#: Held frames are written once they reach this many bytes, even before the tick ends.
+_CORK_BYTES = 64 * 1024
+
+#: Most pieces written with one ``writev`` (IOV_MAX is 1024 on Linux).
+_MAX_PIECES = 512
+
+#: The outboxes corked in this tick, in each Trio run.
+_CORKED: trio.lowlevel.RunVar[list[Outbox]] = trio.lowlevel.RunVar("trio_ws.corked")
+
+
+def _uncork_all(corked: list[Outbox]) -> None:
+    """The tick is over: write what every corked outbox holds (one write each)."""
+    outboxes = corked[:]
+    corked.clear()
+    for outbox in outboxes:
+        try:
+            outbox.uncork()
+        except Exception:  # not ours to crash the run (this runs in Trio's own task)
+            logger.exception("writing the frames held for a connection failed")
 
 
 def _item(pieces: list[bytes]) -> bytes | tuple[bytes, ...]:
