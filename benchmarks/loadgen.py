@@ -651,6 +651,9 @@ def chat_message(n: int, size: int) -> bytes:
 def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
     """``conns`` clients; client 0 sends ``messages`` messages at once; count deliveries.
 
+    ``--senders K``: the first K clients send the messages, ``messages / K`` each, all at once
+    (a busy room: many members talking at the same time), every client counting them all.
+
     ``--text``: chat-like JSON text messages instead of random bytes (which do not compress).
     ``--deflate``: offer permessage-deflate as browsers do; compressed messages (RSV1) are
     counted whatever their length, and the bytes on the wire per delivery are reported.
@@ -699,24 +702,29 @@ def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
                 gen.fail(c, "connection lost")
     target: int = args.messages
 
-    def burst(round_: int) -> bytes:
+    senders = conns[: max(1, args.senders)]
+
+    def burst(round_: int) -> list[bytes]:
+        """Each sender's share of the round's ``target`` messages."""
         size: int = args.size
         if args.text:
             first = round_ * target
-            return b"".join(
-                client_frame(0x1, chat_message(n, size)) for n in range(first, first + target)
-            )
-        return client_frame(0x2, os.urandom(size)) * target
+            numbers = range(first, first + target)
+            frames = [client_frame(0x1, chat_message(n, size)) for n in numbers]
+        else:
+            frames = [client_frame(0x2, os.urandom(size))] * target
+        return [b"".join(frames[i :: len(senders)]) for i in range(len(senders))]
 
-    def deliver(frames: bytes, deadline: float) -> tuple[int, float, set[int]]:
-        """Send ``frames`` from the sender; wait until every client counted ``target``."""
+    def deliver(frames: list[bytes], deadline: float) -> tuple[int, float, set[int]]:
+        """Send ``frames`` from the senders; wait until every client counted ``target``."""
         for member in conns:
             member.count = member.other = member.compressed = 0
         gen.wire_bytes = 0
         remaining = {c.fd for c in conns if c.state == OPEN}
         delivered = 0
         t_last = perf()
-        gen.send(sender, frames)
+        for member, share in zip(senders, frames, strict=True):
+            gen.send(member, share)
         while remaining and perf() < deadline:
             for fd, ev in ep_poll(0.05):
                 c = by_fd.get(fd)
@@ -941,6 +949,7 @@ def main() -> None:
     bc.add_argument("--messages", type=int, default=200)
     bc.add_argument("--size", type=int, default=64)
     bc.add_argument("--timeout", type=float, default=20.0)
+    bc.add_argument("--senders", type=int, default=1, help="clients sending the messages")
     bc.add_argument(
         "--warmup-rounds", type=int, default=0, help="broadcasts delivered before measuring"
     )

@@ -92,8 +92,11 @@ SCENARIOS = ["echo", "broadcast", "connrate", "memory", "memory-defaults", "memo
 #: broadcasts 1 KiB chat-like text to clients that offer permessage-deflate as browsers do,
 #: against three trio_ws servers: compression off, the default (context takeover), and
 #: ``server_no_context_takeover=True`` (one compression per broadcast, shared by every member).
-OPT_IN_SCENARIOS = ["broadcast-history", "broadcast-deflate"]
+#: "broadcast-senders" is the broadcast scenario with ``SENDERS`` clients sending the messages
+#: at once, a share each (a busy room), for every server.
+OPT_IN_SCENARIOS = ["broadcast-history", "broadcast-deflate", "broadcast-senders"]
 HISTORY_SIZE = 1000
+SENDERS = 20
 #: ``trio_ws_server.py --compression`` value and cell label of each broadcast-deflate variant.
 DEFLATE_VARIANTS = {
     "off": "compression off",
@@ -353,9 +356,9 @@ def run_echo(server: Server, config: Config) -> dict[str, dict[str, Any]]:
 
 
 def run_broadcast(
-    server: Server, config: Config, *, history: bool = False
+    server: Server, config: Config, *, history: bool = False, senders: int = 1
 ) -> dict[str, dict[str, Any]]:
-    key = broadcast_cell(config, history)
+    key = broadcast_cell(config, history, senders)
     extra: tuple[str, ...] = ()
     if history:
         if server.name != "trio_ws":
@@ -376,6 +379,8 @@ def run_broadcast(
                 config.broadcast_size,
                 "--timeout",
                 BROADCAST_TIMEOUT,
+                "--senders",
+                senders,
                 pid=proc.proc.pid,
             )
             result = measured(proc, cmd, timeout=BROADCAST_TIMEOUT * 2 + 40)
@@ -431,8 +436,10 @@ def broadcast_deflate_cell(config: Config, variant: str) -> str:
     )
 
 
-def broadcast_cell(config: Config, history: bool = False) -> str:
+def broadcast_cell(config: Config, history: bool = False, senders: int = 1) -> str:
     key = f"broadcast {config.broadcast_clients} clients"
+    if senders > 1:
+        key += f", {senders} senders"
     return f"{key}, history {HISTORY_SIZE}" if history else key
 
 
@@ -617,6 +624,7 @@ RUNNERS: dict[str, Callable[[Server, Config], dict[str, dict[str, Any]]]] = {
     "echo": run_echo,
     "broadcast": run_broadcast,
     "broadcast-history": functools.partial(run_broadcast, history=True),
+    "broadcast-senders": functools.partial(run_broadcast, senders=SENDERS),
     "broadcast-deflate": run_broadcast_deflate,
     "connrate": run_connrate,
     **{
@@ -649,10 +657,14 @@ def rows_for(config: Config) -> list[Row]:
                 Row(f"{key} p99 RTT ms", key, "p99_ms", False, "ms"),
                 Row(f"{key} server CPU µs/msg", key, "server_us_per_msg", False, "µs"),
             ]
-    for scenario, history in (("broadcast", False), ("broadcast-history", True)):
+    for scenario, history, senders in (
+        ("broadcast", False, 1),
+        ("broadcast-history", True, 1),
+        ("broadcast-senders", False, SENDERS),
+    ):
         if scenario not in config.scenarios:
             continue
-        key = broadcast_cell(config, history)
+        key = broadcast_cell(config, history, senders)
         rows += [
             Row(f"{key} deliveries/s", key, "deliveries_per_s", True, "/s"),
             Row(f"{key} fan-out ms", key, "fanout_ms", False, "ms"),
