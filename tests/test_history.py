@@ -228,6 +228,38 @@ async def test_messages_broadcast_while_the_history_is_read_come_once_in_order()
                 assert got == [(i, f"m{i}") for i in range(5, 22)]
 
 
+async def test_a_history_lost_while_it_is_read_is_no_recovery() -> None:
+    """The store starts a new epoch (Redis flushed) while a member's resume is being read:
+    the member is told it did not recover, and gets the new epoch's messages from offset 1,
+    none taken for one it had seen."""
+    history = SlowHistory()
+    room = trio_ws.Room(history=history, envelope=trio_ws.json_envelope)
+    for i in range(1, 11):
+        room.broadcast(f"m{i}")
+    old = history.inner
+
+    async def since_old_epoch(position: trio_ws.Position) -> list[trio_ws.Entry] | None:
+        history.asked.set()
+        await history.answer.wait()
+        return await old.since(position)  # the answer was read before the loss
+
+    history.since = since_old_epoch  # type: ignore[method-assign]
+    with trio.fail_after(10):
+        async with resume_server(room) as (server, recoveries):
+            async with server.connect(resume_url(trio_ws.Position(old.epoch, 4))) as ws:
+                await history.asked.wait()
+                history.inner = trio_ws.MemoryHistory(1000)  # the history is lost
+                for i in range(1, 4):
+                    room.broadcast(f"new{i}")  # offsets 1-3 of the new epoch, held
+                history.answer.set()
+                await wait_recoveries(recoveries, 1)
+                assert not recoveries[0].recovered
+                assert recoveries[0].position.epoch == history.inner.epoch
+                room.broadcast("new4")
+                got = [unwrap(await ws.receive()) for _ in range(4)]
+                assert got == [(i, f"new{i}") for i in range(1, 5)]
+
+
 async def test_messages_broadcast_while_the_replay_waits_for_room_come_after_it() -> None:
     """A replay larger than the member's queue and socket buffers waits for the client to
     read; live messages meanwhile are held for it and follow the replay: once each, no gap."""

@@ -293,6 +293,10 @@ class Room:
             entries = await history.since(since)
             if self._replaying.get(ws) is not catch_up:
                 return Recovery(False, 0, history.position())  # it left meanwhile
+            if history.position().epoch != since.epoch:
+                # The history was lost meanwhile (a shared store's new epoch, offsets from 1
+                # again): no replay, and what was held (the new epoch's) goes as it is.
+                entries = None
             until = replayed = 0
             if entries is not None:
                 top = history.position().offset
