@@ -53,6 +53,8 @@ class _CatchUp:
     pending: collections.deque[tuple[int, str | bytes]] = attrs.field(factory=collections.deque)
     #: Live messages up to this offset are not held: the client has them.
     floor: int = 0
+    #: The epoch of ``floor``: a live message of another epoch is held whatever its offset.
+    epoch: str = ""
     #: How many of ``pending``, at its front, are the replay (the rest are live messages
     #: held meanwhile: those count against ``catch_up_limit``).
     replay: int = 0
@@ -69,7 +71,9 @@ class _CatchUp:
         if self.replay:
             self.replay -= 1
 
-    def hold(self, offset: int, message: str | bytes) -> None:
+    def hold(self, offset: int, message: str | bytes, epoch: str) -> None:
+        if epoch != self.epoch:  # the history was lost: the client has none of the new epoch
+            self.epoch, self.floor = epoch, 0
         if offset > self.floor:
             self.pending.append((offset, message))
         if self.arrived is not None:
@@ -286,7 +290,7 @@ class Room:
             await trio.lowlevel.cancel_shielded_checkpoint()  # a member now: no way back
             return Recovery(False, 0, None if history is None else history.position())
         # Live messages are held from now on, while the history is read and replayed.
-        catch_up = _CatchUp()
+        catch_up = _CatchUp(epoch=since.epoch)
         self._replaying[ws] = catch_up
         self.add(ws, identity=identity)
         try:
@@ -312,12 +316,15 @@ class Room:
                 catch_up.replay = replayed = len(catch_up.pending)
                 catch_up.pending.extend(item for item in held if item[0] > seen)
                 catch_up.floor = until = seen
-            await self._send_pending(ws, catch_up, history, until)
+            await self._send_pending(ws, catch_up, history, since.epoch, until)
         finally:
             if self._replaying.get(ws) is catch_up:
                 self.discard(ws)  # cancelled or failed halfway: it must not stay behind
         await trio.lowlevel.cancel_shielded_checkpoint()
-        recovery = Recovery(entries is not None, replayed, history.position())
+        position = history.position()
+        recovery = Recovery(
+            entries is not None and position.epoch == since.epoch, replayed, position
+        )
         metrics = ws.metrics
         if metrics is not None:
             if recovery.recovered:
@@ -328,11 +335,16 @@ class Room:
         return recovery
 
     async def _send_pending(
-        self, ws: WebSocketConnection, catch_up: _CatchUp, history: History, until: int
+        self,
+        ws: WebSocketConnection,
+        catch_up: _CatchUp,
+        history: History,
+        epoch: str,
+        until: int,
     ) -> None:
         """Offer the member's held messages in order, waiting while its queue is full, until
-        this process has delivered offset ``until``; then it is live (broadcasts go to its
-        outbox directly)."""
+        this process has delivered offset ``until`` of ``epoch`` (or the history moved to
+        another epoch); then it is live (broadcasts go to its outbox directly)."""
         outbox = ws.outbox
         key = outbox.shared_key
         while True:
@@ -361,7 +373,8 @@ class Room:
                         metrics.deflate_bytes_sent += deflate
                     for _ in range(count):
                         catch_up.popleft()
-            if history.position().offset >= until:
+            position = history.position()
+            if position.offset >= until or position.epoch != epoch:
                 break
             catch_up.arrived = trio.Event()
             await catch_up.arrived.wait()
@@ -507,6 +520,8 @@ class Room:
     ) -> int:
         """Offer ``message`` (with its ``offset``, 0 without history) to every member."""
         replaying = self._replaying
+        history = self.history
+        epoch = history.position().epoch if replaying and history is not None else ""
         # One encoding per shared_key, with its compressed payload size (0: not compressed).
         frames: dict[Hashable, tuple[bytes, int]] = {}
         size = -1  # the payload size, once a shared frame needs it counted
@@ -519,7 +534,7 @@ class Room:
                 if catch_up.held >= self.catch_up_limit:
                     self._slow(ws)
                 else:
-                    catch_up.hold(offset, message)
+                    catch_up.hold(offset, message, epoch)
                     delivered += 1
                 continue
             outbox = ws.outbox
