@@ -81,8 +81,8 @@ async def test_every_member_gets_every_message_in_order() -> None:
 async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """50 broadcasts in one scheduler tick reach each member in 8 writes, not 50 (7 frames
-    each at write_queue=8, then the rest when the tick ends), in order, none taken for slow."""
+    """50 broadcasts in one scheduler tick reach each member in 8 writes, not 50 (the first
+    at once, then 7 frames at a time at write_queue=8), in order, none taken for slow."""
     room = trio_ws.Room(policy="close")
     calls = 0
     real_write = os.write

@@ -110,9 +110,13 @@ class CountedWrites:
 
     def __init__(self) -> None:
         self.calls = 0
+        #: If set, the next write takes only this many bytes (as a socket that is nearly full).
+        self.take: int | None = None
 
     def write(self, fd: int, data: bytes) -> int:
         self.calls += 1
+        if self.take is not None:
+            data, self.take = data[: self.take], None
         return os.write(fd, data)
 
     def writev(self, fd: int, buffers: Sequence[bytes]) -> int:
@@ -131,44 +135,50 @@ def frames(*texts: str) -> bytes:
     return b"".join(encode_frame(Opcode.TEXT, text.encode()) for text in texts)
 
 
-async def test_a_corked_outbox_writes_a_ticks_frames_in_one_write(writes: CountedWrites) -> None:
+def offer_coalesced(outbox: Outbox, message: str | bytes) -> Offer:
+    """What a Room does for each member: coalesce, then offer."""
+    outbox.coalesce()
+    return outbox.offer(message)
+
+
+async def test_a_burst_goes_in_two_writes_the_first_frame_at_once(writes: CountedWrites) -> None:
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            outbox.cork()
-            assert [outbox.offer(f"m{i}") for i in range(10)] == [Offer.QUEUED] * 10
-            assert writes.calls == 0
-            assert read_all(theirs) == b""  # held until the tick ends
-            await outbox.flush()  # the end of the tick writes them
+            assert offer_coalesced(outbox, "m0") is Offer.WRITTEN  # a lone frame waits not
+            assert read_all(theirs) == frames("m0")
+            assert [offer_coalesced(outbox, f"m{i}") for i in range(1, 10)] == [Offer.QUEUED] * 9
             assert writes.calls == 1
-            assert read_all(theirs) == frames(*(f"m{i}" for i in range(10)))
-            # Uncorked again: the next frame is written at once, as before.
-            assert outbox.offer("after") is Offer.WRITTEN
+            assert read_all(theirs) == b""  # held until the scheduler ran the ready tasks
+            await outbox.flush()
+            assert writes.calls == 2
+            assert read_all(theirs) == frames(*(f"m{i}" for i in range(1, 10)))
+            # The window closed: the next frame is written at once again.
+            assert offer_coalesced(outbox, "after") is Offer.WRITTEN
             assert read_all(theirs) == frames("after")
 
 
-async def test_a_corked_outbox_writes_before_its_queue_is_full(writes: CountedWrites) -> None:
-    """A burst of 40 frames in one tick at limit=4 is written 3 frames at a time: never FULL
-    (a fast member is not taken for a slow one), in order."""
+async def test_held_frames_are_written_before_the_queue_is_full(writes: CountedWrites) -> None:
+    """A burst of 40 frames at limit=4: the first at once, then 3 at a time: never FULL (a
+    fast member is not taken for a slow one), in order."""
     with trio.fail_after(10):
         async with socket_outbox(limit=4) as (outbox, theirs):
-            outbox.cork()
-            results = [outbox.offer(f"m{i}") for i in range(40)]
+            results = [offer_coalesced(outbox, f"m{i}") for i in range(40)]
             assert Offer.FULL not in results
-            assert writes.calls == 13  # 13 x 3 frames; the 40th waits for the tick's end
+            assert writes.calls == 14  # 1 + 13 x 3
             await outbox.flush()
             assert writes.calls == 14
             assert read_all(theirs) == frames(*(f"m{i}" for i in range(40)))
 
 
-async def test_a_corked_outbox_writes_a_large_frame_unjoined(writes: CountedWrites) -> None:
+async def test_a_held_large_frame_is_written_unjoined(writes: CountedWrites) -> None:
     big = b"z" * (256 * 1024)
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            outbox.cork()
-            outbox.offer("small")
-            outbox.offer(big)  # past 64 KiB: written now, header and payload by one writev
-            assert writes.calls == 1
-            expected = frames("small") + encode_frame(Opcode.BINARY, big)
+            offer_coalesced(outbox, "small")
+            offer_coalesced(outbox, "held")
+            offer_coalesced(outbox, big)  # past 64 KiB held: written now, with one writev
+            assert writes.calls == 2
+            expected = frames("small", "held") + encode_frame(Opcode.BINARY, big)
             received = bytearray()
             while len(received) < len(expected):
                 await trio.lowlevel.wait_readable(theirs)
@@ -176,26 +186,52 @@ async def test_a_corked_outbox_writes_a_large_frame_unjoined(writes: CountedWrit
             assert received == expected
 
 
-async def test_frames_offered_while_corked_keep_their_order() -> None:
-    """Whatever enters a corked outbox (a whole message, a ping, our close) is written in the
-    order it was accepted, at the tick's end; a finished outbox writes nothing."""
+async def test_held_frames_keep_their_order_with_every_other_frame() -> None:
+    """Whatever enters while frames are held (a ping, our close) is written in the order it
+    was accepted; a finished outbox writes nothing more."""
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            outbox.cork()
-            outbox.offer("first")
+            offer_coalesced(outbox, "first")
+            offer_coalesced(outbox, "held")
             outbox.offer_ping(b"p")
-            outbox.offer("second")
+            outbox.offer("own")
             assert outbox.close(1000, "bye")
             await outbox.flush()
             close = encode_frame(Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye")
             ping = encode_frame(Opcode.PING, b"p")
-            assert read_all(theirs) == frames("first") + ping + frames("second") + close
+            assert read_all(theirs) == frames("first", "held") + ping + frames("own") + close
         async with socket_outbox(limit=16) as (outbox, theirs):
-            outbox.cork()
-            outbox.offer("never")
+            offer_coalesced(outbox, "first")
+            offer_coalesced(outbox, "never")
             outbox.finish()
             await trio.testing.wait_all_tasks_blocked()
-            assert read_all(theirs) == b""
+            assert read_all(theirs) == frames("first")
+
+
+async def test_close_discards_held_frames_the_socket_did_not_take(
+    writes: CountedWrites,
+) -> None:
+    """Held frames written joined and taken in part: the frame the socket began is finished,
+    the whole frames after it are dropped when a slow member is shed."""
+    chunk = b"c" * 1000
+    frame = encode_frame(Opcode.BINARY, chunk)
+    close = encode_frame(Opcode.CLOSE, (1013).to_bytes(2, "big") + b"slow")
+    with trio.fail_after(10):
+        async with socket_outbox(limit=64) as (outbox, theirs):
+            offer_coalesced(outbox, chunk)  # written at once
+            for _ in range(5):
+                offer_coalesced(outbox, chunk)  # held
+            writes.take = len(frame) + 10  # the socket takes the next frame and 10 bytes
+            outbox.end_window()  # one joined write, taken in part
+            assert outbox.queued == 4  # the rest of the begun frame, then 3 whole ones
+            assert outbox.close(1013, "slow", discard_queued=True)
+            assert outbox.queued == 2  # the rest of the begun frame, then the close frame
+            expected = frame * 3 + close
+            received = bytearray()
+            while len(received) < len(expected):
+                await trio.lowlevel.wait_readable(theirs)
+                received += read_all(theirs)
+            assert received == expected
 
 
 async def test_streams_without_a_descriptor_go_through_the_writer() -> None:

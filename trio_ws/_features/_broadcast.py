@@ -538,7 +538,7 @@ class Room:
                     delivered += 1
                 continue
             outbox = ws.outbox
-            outbox.cork()  # this tick's broadcasts reach the member in one write
+            outbox.coalesce()  # a burst of broadcasts reaches the member in few writes
             key = outbox.shared_key
             if key is None:
                 result = outbox.offer(message)  # stateful compression or masking: per member

@@ -10,15 +10,12 @@ there is a backlog. Streams without a file descriptor (TLS, memory) always use t
 A large payload is never copied to join it to its header: ``writev(2)`` writes both, the
 writer sends it on its own, and the rest of a partly written frame is a view of it.
 
-A corked outbox (``cork()``, what a Room does to its members) holds its frames until the end
-of the scheduler tick, then writes them joined: broadcasts made in one tick (a burst from one
-sender, or many senders at once) reach each member in one ``write(2)``, not one per message.
-No timer is involved: the frames go as soon as the tasks running now have yielded, or earlier
-once almost as many are held as the queue's bound allows (so corking never makes it full).
-
-The queue is bounded in frames (``limit``); data frames wait for room (``offer`` answers
-``FULL``), while the core's own output (pongs, close replies) and our close frame may go past
-the bound: they are few and small, and a closing connection takes no more data.
+Outboxes of a Room coalesce (``coalesce()``): the first frame of a burst is written at once,
+as above; those that follow before Trio's scheduler has run the tasks that were ready (a
+callback scheduled with ``run_sync_soon`` marks it) are held, then written joined, or as soon
+as ``limit - 1`` frames or 64 KiB are held. A burst of broadcasts (one sender's, or many
+senders' at once) reaches each member in a few writes, not one per message, and a lone
+message waits for nothing. There is no timer.
 """
 
 from __future__ import annotations
@@ -75,17 +72,18 @@ class Outbox:
         "_changed",
         "_closing",
         "_core",
-        "_corked",
         "_fd",
         "_finished",
         "_fragmenting",
         "_held",
+        "_holding",
         "_limit",
         "_nursery",
         "_partial_head",
         "_queue",
         "_queued_bytes",
         "_stream",
+        "_window",
         "_writing",
         "shared_key",
     )
@@ -100,7 +98,10 @@ class Outbox:
         # written even when the rest of the queue is dropped.
         self._partial_head = False
         self._writing = False  # a writer task is running (or about to)
-        self._corked = False  # frames wait in the queue until the tick ends (cork())
+        # Coalescing (coalesce()): a window is open until the tick ends; frames are held
+        # from its second one on.
+        self._window = False
+        self._holding = False
         self._closing = False  # our close frame is accepted: no more data frames
         self._finished = False  # the connection is over: nothing more is written
         self._fragmenting = False  # a message is being sent in fragments (RFC 6455 5.4)
@@ -277,14 +278,14 @@ class Outbox:
     def _put(self, frame: bytes | tuple[bytes, ...]) -> Offer:
         """Write ``frame`` now if nothing is ahead of it, else queue it for the writer."""
         fd = self._fd
-        if fd is None or self._queue or self._writing or self._corked:
+        if fd is None or self._queue or self._writing or self._holding:
             if self._finished:
                 return Offer.CLOSED
             self._queue.append(frame)
             self._queued_bytes += _size(frame)
-            if not self._corked or self._writing:
+            if not self._holding or self._writing:
                 self._start_writer()
-            elif len(self._queue) >= self._cork_frames or self._queued_bytes >= _CORK_BYTES:
+            elif len(self._queue) >= self._hold_frames or self._queued_bytes >= _HOLD_BYTES:
                 self._write_queue()  # write before the queue is full
             return Offer.QUEUED
         try:
@@ -305,33 +306,36 @@ class Outbox:
         self._start_writer()
         return Offer.QUEUED
 
-    # Corking ----------------------------------------------------------------------------------
+    # Coalescing -------------------------------------------------------------------------------
 
-    def cork(self) -> None:
-        """Hold the frames accepted from now on, and write them joined at the end of this
-        scheduler tick (once the tasks running now have yielded), or as soon as ``limit - 1``
-        frames or 64 KiB are held: never past the tick, and never so many that the queue is
-        full."""
-        if self._corked or self._finished:
+    def coalesce(self) -> None:
+        """Coalesce the frames of this scheduler tick: the first is written at once, as ever;
+        those that follow before the scheduler has run the tasks ready now are held, then
+        written joined (also as soon as ``limit - 1`` frames or 64 KiB are held, so that the
+        queue is never full because of it). A burst costs a few writes, a lone frame no wait."""
+        if self._holding or self._finished:
             return
-        self._corked = True
+        if self._window:  # a frame went in this window: hold the next ones
+            self._holding = True
+            return
         try:
-            corked = _CORKED.get()
+            windows = _WINDOWS.get()
         except LookupError:
-            corked = []
-            _CORKED.set(corked)
-        if not corked:
-            trio.lowlevel.current_trio_token().run_sync_soon(_uncork_all, corked)
-        corked.append(self)
+            windows = []
+            _WINDOWS.set(windows)
+        if not windows:
+            trio.lowlevel.current_trio_token().run_sync_soon(_close_windows, windows)
+        windows.append(self)
+        self._window = True
 
-    def uncork(self) -> None:
-        """Write what ``cork()`` held now (the end of the tick does this by itself)."""
-        self._corked = False
+    def end_window(self) -> None:
+        """Close the coalescing window: write what it held now."""
+        self._window = self._holding = False
         if self._queue and not self._writing and not self._finished:
             self._write_queue()
 
     @property
-    def _cork_frames(self) -> int:
+    def _hold_frames(self) -> int:
         return max(1, self._limit - 1)  # written before the queue is full
 
     def _write_queue(self) -> None:
@@ -345,16 +349,25 @@ class Outbox:
                     written = os.write(fd, writes[0]) if len(writes) == 1 else os.writev(fd, writes)
                 except OSError:
                     written = 0  # would block; or gone, which the writer meets too
-                item = writes[0] if len(writes) == 1 else tuple(writes)
-                rest = _rest(item, written)  # type: ignore[arg-type]
-                if rest is None:
-                    self._finish_queue()
+                self._drop_written(written)
+                if not queue:
                     self._changed.unpark_all()  # idle: flush() returns
                     return
-                queue[:] = [rest]
-                self._queued_bytes = _size(rest)
-                self._partial_head = written > 0
         self._start_writer()
+
+    def _drop_written(self, written: int) -> None:
+        """Take the first ``written`` bytes off the queue: whole frames, then the start of
+        one, whose rest stays first (a partly written frame, never dropped)."""
+        queue = self._queue
+        done = 0
+        while done < len(queue) and written >= (size := _size(queue[done])):
+            written -= size
+            done += 1
+        del queue[:done]
+        if written:
+            queue[0] = _rest(queue[0], written)  # type: ignore[assignment]
+        self._partial_head = bool(written)
+        self._queued_bytes = sum(map(_size, queue))
 
     def start(self, nursery: trio.Nursery) -> None:
         """Run the writer in ``nursery`` from now on (at once if frames are waiting)."""
@@ -364,8 +377,8 @@ class Outbox:
 
     def _start_writer(self) -> None:
         if not self._writing and self._nursery is not None:
+            self._nursery.start_soon(self._writer)  # may raise (a closed nursery): not writing
             self._writing = True
-            self._nursery.start_soon(self._writer)
 
     async def _writer(self) -> None:
         """Write the queue out, several frames per ``send_all``; end when it is empty."""
@@ -408,22 +421,22 @@ class Outbox:
 
 
 #: Held frames are written once they reach this many bytes, even before the tick ends.
-_CORK_BYTES = 64 * 1024
+_HOLD_BYTES = 64 * 1024
 
 #: Most pieces written with one ``writev`` (IOV_MAX is 1024 on Linux).
 _MAX_PIECES = 512
 
-#: The outboxes corked in this tick, in each Trio run.
-_CORKED: trio.lowlevel.RunVar[list[Outbox]] = trio.lowlevel.RunVar("trio_ws.corked")
+#: The outboxes with a coalescing window open in this tick, in each Trio run.
+_WINDOWS: trio.lowlevel.RunVar[list[Outbox]] = trio.lowlevel.RunVar("trio_ws.windows")
 
 
-def _uncork_all(corked: list[Outbox]) -> None:
-    """The tick is over: write what every corked outbox holds (one write each)."""
-    outboxes = corked[:]
-    corked.clear()
+def _close_windows(windows: list[Outbox]) -> None:
+    """The tick is over: write what every window held (one write each)."""
+    outboxes = windows[:]
+    windows.clear()
     for outbox in outboxes:
         try:
-            outbox.uncork()
+            outbox.end_window()
         except Exception:  # not ours to crash the run (this runs in Trio's own task)
             logger.exception("writing the frames held for a connection failed")
 
