@@ -81,8 +81,9 @@ async def test_every_member_gets_every_message_in_order() -> None:
 async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """50 broadcasts in one scheduler tick reach each member in 8 writes, not 50 (the first
-    at once, then 7 frames at a time at write_queue=8), in order, none taken for slow."""
+    """A lone broadcast is written to each member at once. 50 broadcasts in a burst reach each
+    member in 8 writes, not 50 (the first at once, then 7 frames at a time at write_queue=8),
+    in order, none taken for slow."""
     room = trio_ws.Room(policy="close")
     calls = 0
     real_write = os.write
@@ -101,6 +102,11 @@ async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
             ):
                 await wait_members(room, 3)
                 monkeypatch.setattr(trio_ws._trio._outbox.os, "write", counted_write)
+                assert room.broadcast("lone") == 3
+                assert calls == 3  # written before the broadcasting task yields
+                for ws in (a, b, c):
+                    assert await ws.receive() == "lone"
+                calls = 0
                 assert [room.broadcast(f"m{i}") for i in range(50)] == [3] * 50
                 for ws in (a, b, c):
                     assert [await ws.receive() for _ in range(50)] == [f"m{i}" for i in range(50)]

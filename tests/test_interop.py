@@ -525,9 +525,11 @@ async def test_shared_compressed_broadcast_to_websockets_and_trio_ws_clients(
         encodings.append(data)
         return rsv, data
 
-    def recording_offer_frame(self: outbox_module.Outbox, frame: bytes) -> outbox_module.Offer:
+    def recording_offer_frame(
+        self: outbox_module.Outbox, frame: bytes, *, hold: bool = False
+    ) -> outbox_module.Offer:
         offered.append(frame)
-        return original_offer_frame(self, frame)
+        return original_offer_frame(self, frame, hold=hold)
 
     original_offer_frame = outbox_module.Outbox.offer_frame
     monkeypatch.setattr(outbox_module, "encode_message", counting_encode)

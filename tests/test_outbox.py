@@ -135,36 +135,31 @@ def frames(*texts: str) -> bytes:
     return b"".join(encode_frame(Opcode.TEXT, text.encode()) for text in texts)
 
 
-def offer_coalesced(outbox: Outbox, message: str | bytes) -> Offer:
-    """What a Room does for each member: coalesce, then offer."""
-    outbox.coalesce()
-    return outbox.offer(message)
-
-
-async def test_a_burst_goes_in_two_writes_the_first_frame_at_once(writes: CountedWrites) -> None:
+async def test_held_frames_go_in_one_write_once_the_ready_tasks_ran(
+    writes: CountedWrites,
+) -> None:
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            assert offer_coalesced(outbox, "m0") is Offer.WRITTEN  # a lone frame waits not
-            assert read_all(theirs) == frames("m0")
-            assert [offer_coalesced(outbox, f"m{i}") for i in range(1, 10)] == [Offer.QUEUED] * 9
+            assert outbox.offer("m0") is Offer.WRITTEN  # not held: at once
+            held = [outbox.offer(f"m{i}", hold=True) for i in range(1, 10)]
+            assert held == [Offer.QUEUED] * 9
             assert writes.calls == 1
-            assert read_all(theirs) == b""  # held until the scheduler ran the ready tasks
-            await outbox.flush()
+            assert read_all(theirs) == frames("m0")
+            await outbox.flush()  # the scheduler ran the ready tasks: released
             assert writes.calls == 2
             assert read_all(theirs) == frames(*(f"m{i}" for i in range(1, 10)))
-            # The window closed: the next frame is written at once again.
-            assert offer_coalesced(outbox, "after") is Offer.WRITTEN
+            assert outbox.offer("after") is Offer.WRITTEN  # no longer holding
             assert read_all(theirs) == frames("after")
 
 
 async def test_held_frames_are_written_before_the_queue_is_full(writes: CountedWrites) -> None:
-    """A burst of 40 frames at limit=4: the first at once, then 3 at a time: never FULL (a
-    fast member is not taken for a slow one), in order."""
+    """40 frames held at limit=4 go 3 at a time: never FULL (a fast member is not taken for
+    a slow one), in order."""
     with trio.fail_after(10):
         async with socket_outbox(limit=4) as (outbox, theirs):
-            results = [offer_coalesced(outbox, f"m{i}") for i in range(40)]
+            results = [outbox.offer(f"m{i}", hold=True) for i in range(40)]
             assert Offer.FULL not in results
-            assert writes.calls == 14  # 1 + 13 x 3
+            assert writes.calls == 13  # 13 x 3; the 40th waits for the release
             await outbox.flush()
             assert writes.calls == 14
             assert read_all(theirs) == frames(*(f"m{i}" for i in range(40)))
@@ -174,11 +169,10 @@ async def test_a_held_large_frame_is_written_unjoined(writes: CountedWrites) -> 
     big = b"z" * (256 * 1024)
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            offer_coalesced(outbox, "small")
-            offer_coalesced(outbox, "held")
-            offer_coalesced(outbox, big)  # past 64 KiB held: written now, with one writev
-            assert writes.calls == 2
-            expected = frames("small", "held") + encode_frame(Opcode.BINARY, big)
+            outbox.offer("held", hold=True)
+            outbox.offer(big, hold=True)  # past 64 KiB held: written now, with one writev
+            assert writes.calls == 1
+            expected = frames("held") + encode_frame(Opcode.BINARY, big)
             received = bytearray()
             while len(received) < len(expected):
                 await trio.lowlevel.wait_readable(theirs)
@@ -187,25 +181,23 @@ async def test_a_held_large_frame_is_written_unjoined(writes: CountedWrites) -> 
 
 
 async def test_held_frames_keep_their_order_with_every_other_frame() -> None:
-    """Whatever enters while frames are held (a ping, our close) is written in the order it
-    was accepted; a finished outbox writes nothing more."""
+    """Whatever enters while frames are held (a ping, the connection's own message, our
+    close) is written in the order it was accepted; a finished outbox writes nothing more."""
     with trio.fail_after(10):
         async with socket_outbox(limit=16) as (outbox, theirs):
-            offer_coalesced(outbox, "first")
-            offer_coalesced(outbox, "held")
+            outbox.offer("held", hold=True)
             outbox.offer_ping(b"p")
             outbox.offer("own")
             assert outbox.close(1000, "bye")
             await outbox.flush()
             close = encode_frame(Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye")
             ping = encode_frame(Opcode.PING, b"p")
-            assert read_all(theirs) == frames("first", "held") + ping + frames("own") + close
+            assert read_all(theirs) == frames("held") + ping + frames("own") + close
         async with socket_outbox(limit=16) as (outbox, theirs):
-            offer_coalesced(outbox, "first")
-            offer_coalesced(outbox, "never")
+            outbox.offer("never", hold=True)
             outbox.finish()
             await trio.testing.wait_all_tasks_blocked()
-            assert read_all(theirs) == frames("first")
+            assert read_all(theirs) == b""
 
 
 async def test_close_discards_held_frames_the_socket_did_not_take(
@@ -218,15 +210,14 @@ async def test_close_discards_held_frames_the_socket_did_not_take(
     close = encode_frame(Opcode.CLOSE, (1013).to_bytes(2, "big") + b"slow")
     with trio.fail_after(10):
         async with socket_outbox(limit=64) as (outbox, theirs):
-            offer_coalesced(outbox, chunk)  # written at once
             for _ in range(5):
-                offer_coalesced(outbox, chunk)  # held
-            writes.take = len(frame) + 10  # the socket takes the next frame and 10 bytes
-            outbox.end_window()  # one joined write, taken in part
+                outbox.offer(chunk, hold=True)
+            writes.take = len(frame) + 10  # the socket takes a frame and 10 bytes
+            outbox.release()  # one joined write, taken in part
             assert outbox.queued == 4  # the rest of the begun frame, then 3 whole ones
             assert outbox.close(1013, "slow", discard_queued=True)
             assert outbox.queued == 2  # the rest of the begun frame, then the close frame
-            expected = frame * 3 + close
+            expected = frame * 2 + close
             received = bytearray()
             while len(received) < len(expected):
                 await trio.lowlevel.wait_readable(theirs)

@@ -194,6 +194,9 @@ class Room:
         self.catch_up_limit = catch_up_limit
         self._members: dict[WebSocketConnection, _Member] = {}
         self._replaying: dict[WebSocketConnection, _CatchUp] = {}
+        # A burst is on: broadcasts since the first one the scheduler has not moved past.
+        # The first is written to each member at once; the others are held and go joined.
+        self._burst = False
         # Recent wire messages by (epoch, offset), and replayed frames by (shared_key, wire
         # message): members resuming from the same point (a reconnect storm) share them.
         self._wires = _Cache()  # (epoch, offset) -> what members receive
@@ -526,6 +529,10 @@ class Room:
         frames: dict[Hashable, tuple[bytes, int]] = {}
         size = -1  # the payload size, once a shared frame needs it counted
         delivered = 0
+        hold = self._burst
+        if not hold and self._members:
+            self._burst = True
+            trio.lowlevel.current_trio_token().run_sync_soon(self._end_burst)
         for ws in list(self._members):
             if ws is exclude:
                 continue
@@ -538,15 +545,14 @@ class Room:
                     delivered += 1
                 continue
             outbox = ws.outbox
-            outbox.coalesce()  # a burst of broadcasts reaches the member in few writes
             key = outbox.shared_key
             if key is None:
-                result = outbox.offer(message)  # stateful compression or masking: per member
+                result = outbox.offer(message, hold=hold)  # stateful compression or masking
             else:
                 encoded = frames.get(key)
                 if encoded is None:
                     encoded = frames[key] = outbox.encode_shared(message)
-                result = outbox.offer_frame(encoded[0])
+                result = outbox.offer_frame(encoded[0], hold=hold)
                 metrics = ws.metrics
                 if metrics is not None and result is not Offer.FULL and result is not Offer.CLOSED:
                     # The connection's core counts what it encodes; a shared frame is ours.
@@ -564,6 +570,9 @@ class Room:
             else:
                 delivered += 1
         return delivered
+
+    def _end_burst(self) -> None:
+        self._burst = False
 
     def _slow(self, ws: WebSocketConnection) -> None:
         metrics = ws.metrics

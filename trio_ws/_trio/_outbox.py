@@ -10,12 +10,12 @@ there is a backlog. Streams without a file descriptor (TLS, memory) always use t
 A large payload is never copied to join it to its header: ``writev(2)`` writes both, the
 writer sends it on its own, and the rest of a partly written frame is a view of it.
 
-Outboxes of a Room coalesce (``coalesce()``): the first frame of a burst is written at once,
-as above; those that follow before Trio's scheduler has run the tasks that were ready (a
-callback scheduled with ``run_sync_soon`` marks it) are held, then written joined, or as soon
-as ``limit - 1`` frames or 64 KiB are held. A burst of broadcasts (one sender's, or many
-senders' at once) reaches each member in a few writes, not one per message, and a lone
-message waits for nothing. There is no timer.
+A frame offered with ``hold=True`` (a Room does so for the second and later broadcasts of a
+burst) is held, with the frames that follow it, until Trio's scheduler has run the tasks that
+were ready (a callback scheduled with ``run_sync_soon`` marks it), then written joined with
+them; or as soon as ``limit - 1`` frames or 64 KiB are held, so that holding never makes the
+queue full. A burst from many senders at once then reaches each member in a few writes, not
+one per message. There is no timer.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Outbox:
         "_finished",
         "_fragmenting",
         "_held",
+        "_holders",
         "_holding",
         "_limit",
         "_nursery",
@@ -83,7 +84,6 @@ class Outbox:
         "_queue",
         "_queued_bytes",
         "_stream",
-        "_window",
         "_writing",
         "shared_key",
     )
@@ -98,10 +98,8 @@ class Outbox:
         # written even when the rest of the queue is dropped.
         self._partial_head = False
         self._writing = False  # a writer task is running (or about to)
-        # Coalescing (coalesce()): a window is open until the tick ends; frames are held
-        # from its second one on.
-        self._window = False
-        self._holding = False
+        self._holding = False  # frames are held until release() (hold=True)
+        self._holders: list[Outbox] | None = None  # the run's outboxes holding (_HOLDERS)
         self._closing = False  # our close frame is accepted: no more data frames
         self._finished = False  # the connection is over: nothing more is written
         self._fragmenting = False  # a message is being sent in fragments (RFC 6455 5.4)
@@ -204,25 +202,31 @@ class Outbox:
             return Offer.FULL
         return None
 
-    def offer(self, message: str | bytes, compress: bool = True) -> Offer:
-        """Encode and send one whole message if there is room (text for ``str``)."""
+    def offer(self, message: str | bytes, compress: bool = True, *, hold: bool = False) -> Offer:
+        """Encode and send one whole message if there is room (text for ``str``); ``hold``
+        it with what follows until the scheduler has run the ready tasks (module docstring)."""
         refusal = self._refusal()
         if refusal is not None:
             return refusal
         if self._fragmenting:  # after the fragmented message being sent (RFC 6455 5.4)
             self._held.append((message, compress))
             return Offer.QUEUED
+        if hold and not self._holding:
+            self._hold()
         self._core.send_message(message, compress=compress)
         return self._put_core_output()
 
-    def offer_frame(self, frame: bytes) -> Offer:
-        """Send a whole-message frame already encoded for this outbox (``encode_shared()``)."""
+    def offer_frame(self, frame: bytes, *, hold: bool = False) -> Offer:
+        """Send a whole-message frame already encoded for this outbox (``encode_shared()``);
+        ``hold`` as for ``offer()``."""
         refusal = self._refusal()
         if refusal is not None:
             return refusal
         if self._fragmenting:
             self._held.append(frame)
             return Offer.QUEUED
+        if hold and not self._holding:
+            self._hold()
         return self._put(frame)
 
     def offer_fragment(self, opcode: Opcode, payload: bytes, fin: bool) -> Offer:
@@ -285,7 +289,7 @@ class Outbox:
             self._queued_bytes += _size(frame)
             if not self._holding or self._writing:
                 self._start_writer()
-            elif len(self._queue) >= self._hold_frames or self._queued_bytes >= _HOLD_BYTES:
+            elif len(self._queue) >= self._limit - 1 or self._queued_bytes >= _HOLD_BYTES:
                 self._write_queue()  # write before the queue is full
             return Offer.QUEUED
         try:
@@ -308,35 +312,44 @@ class Outbox:
 
     # Coalescing -------------------------------------------------------------------------------
 
-    def coalesce(self) -> None:
-        """Coalesce the frames of this scheduler tick: the first is written at once, as ever;
-        those that follow before the scheduler has run the tasks ready now are held, then
-        written joined (also as soon as ``limit - 1`` frames or 64 KiB are held, so that the
-        queue is never full because of it). A burst costs a few writes, a lone frame no wait."""
-        if self._holding or self._finished:
-            return
-        if self._window:  # a frame went in this window: hold the next ones
-            self._holding = True
-            return
-        try:
-            windows = _WINDOWS.get()
-        except LookupError:
-            windows = []
-            _WINDOWS.set(windows)
-        if not windows:
-            trio.lowlevel.current_trio_token().run_sync_soon(_close_windows, windows)
-        windows.append(self)
-        self._window = True
+    def _hold(self) -> None:
+        """Hold frames from now on, until ``release()`` (soon: see the module docstring)."""
+        held = self._holders
+        if held is None:
+            try:
+                held = _HOLDERS.get()
+            except LookupError:
+                held = []
+                _HOLDERS.set(held)
+            self._holders = held
+        if not held:
+            trio.lowlevel.current_trio_token().run_sync_soon(_release_all, held)
+        held.append(self)
+        self._holding = True
 
-    def end_window(self) -> None:
-        """Close the coalescing window: write what it held now."""
-        self._window = self._holding = False
-        if self._queue and not self._writing and not self._finished:
-            self._write_queue()
-
-    @property
-    def _hold_frames(self) -> int:
-        return max(1, self._limit - 1)  # written before the queue is full
+    def release(self) -> None:
+        """Stop holding frames: write those held now."""
+        self._holding = False
+        queue = self._queue
+        if not queue or self._writing or self._finished:
+            return
+        fd = self._fd
+        if fd is not None and len(queue) == 1 and type(queue[0]) is bytes:
+            data = queue[0]  # one frame held (a burst of one sender): as _put writes it
+            try:
+                written = os.write(fd, data)
+            except OSError:
+                written = 0
+            if written == len(data):
+                queue.clear()
+                self._queued_bytes = 0
+                if self._changed:
+                    self._changed.unpark_all()  # idle: flush() returns
+                return
+            self._drop_written(written)
+            self._start_writer()
+            return
+        self._write_queue()
 
     def _write_queue(self) -> None:
         """Write the queue at once, joined (large payloads apart, with ``writev``), as far as
@@ -351,7 +364,8 @@ class Outbox:
                     written = 0  # would block; or gone, which the writer meets too
                 self._drop_written(written)
                 if not queue:
-                    self._changed.unpark_all()  # idle: flush() returns
+                    if self._changed:
+                        self._changed.unpark_all()  # idle: flush() returns
                     return
         self._start_writer()
 
@@ -426,17 +440,17 @@ _HOLD_BYTES = 64 * 1024
 #: Most pieces written with one ``writev`` (IOV_MAX is 1024 on Linux).
 _MAX_PIECES = 512
 
-#: The outboxes with a coalescing window open in this tick, in each Trio run.
-_WINDOWS: trio.lowlevel.RunVar[list[Outbox]] = trio.lowlevel.RunVar("trio_ws.windows")
+#: The outboxes holding frames, in each Trio run.
+_HOLDERS: trio.lowlevel.RunVar[list[Outbox]] = trio.lowlevel.RunVar("trio_ws.holders")
 
 
-def _close_windows(windows: list[Outbox]) -> None:
-    """The tick is over: write what every window held (one write each)."""
-    outboxes = windows[:]
-    windows.clear()
+def _release_all(held: list[Outbox]) -> None:
+    """The tasks that were ready have run: write what every outbox held (one write each)."""
+    outboxes = held[:]
+    held.clear()
     for outbox in outboxes:
         try:
-            outbox.end_window()
+            outbox.release()
         except Exception:  # not ours to crash the run (this runs in Trio's own task)
             logger.exception("writing the frames held for a connection failed")
 
