@@ -597,6 +597,47 @@ async def test_ping_waits_for_pong() -> None:
             assert await ws.receive() == "after"
 
 
+async def test_a_receiver_taking_over_as_the_tasks_read_ends_is_not_stranded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection's task reads (for a ping: nobody receives); its read has just returned a
+    pong, with no message, when a receiver comes and takes reading over. The receiver must
+    then read itself: nothing else would wake it, and the next message would never come."""
+    real_receive_some = trio.SocketStream.receive_some
+    read_done = trio.Event()
+    receiver_waits = trio.Event()
+    client_stream: list[trio.SocketStream] = []
+
+    async def receive_some(self: trio.SocketStream, max_bytes: int | None = None) -> bytes:
+        data = await real_receive_some(self, max_bytes)
+        if client_stream and self is client_stream[0] and not read_done.is_set():
+            read_done.set()  # the pong is read; the task is not back from its read yet
+            with trio.CancelScope(shield=True):
+                await receiver_waits.wait()
+        return data
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            running_server(echo_handler) as server,
+            trio_ws.open_websocket(HOST, server.port) as ws,
+        ):
+            client_stream.append(ws._stream)
+            monkeypatch.setattr(trio.SocketStream, "receive_some", receive_some)
+            received: list[str | bytes] = []
+
+            async def receive() -> None:
+                received.append(await ws.receive())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ws.ping)  # the connection's task reads the pong
+                await read_done.wait()
+                nursery.start_soon(receive)  # takes reading over, then waits for a message
+                await trio.testing.wait_all_tasks_blocked()
+                receiver_waits.set()
+                await ws.send("hello")
+            assert received == ["hello"]
+
+
 @bounded
 async def test_server_ping_waits_for_pong() -> None:
     pinged = trio.Event()

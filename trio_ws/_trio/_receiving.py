@@ -362,6 +362,9 @@ class Receiving(Sending):
         max_queue = self._options.max_queue
         while not self._finished:
             if self._inline:
+                # A receiver took over while our last read was ending (it read a pong, say,
+                # and no message): it waits to read, and no message will wake it.
+                self._message_lot.unpark_all()
                 return False
             if self._reading:
                 await self._space_lot.park()  # a receiver's read ends first
