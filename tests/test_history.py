@@ -260,6 +260,42 @@ async def test_a_history_lost_while_it_is_read_is_no_recovery() -> None:
                 assert got == [(i, f"new{i}") for i in range(1, 5)]
 
 
+@asynccontextmanager
+async def stalled_replay(
+    room: trio_ws.Room, position: trio_ws.Position
+) -> AsyncIterator[tuple[trio_ws.WebSocketConnection, list[trio_ws.Recovery]]]:
+    """A client resuming from ``position`` over TCP, with queues of a frame or two, that has
+    read nothing yet: its replay (larger than the socket buffers) fills them and waits."""
+    recoveries: list[trio_ws.Recovery] = []
+    options = trio_ws.WebSocketOptions(
+        ping_interval=None, write_queue=2, compression=None, max_message_size=2**20
+    )
+
+    async def handler(request: trio_ws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        recoveries.append(await room.join(ws, since=since_of(request.query)))
+        async for _ in ws:
+            pass
+
+    client_options = trio_ws.WebSocketOptions(
+        ping_interval=None, max_queue=1, compression=None, max_message_size=2**20
+    )
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trio_ws.serve_websocket(
+                handler, "127.0.0.1", 0, options=options, task_status=task_status
+            )
+        )
+        async with trio_ws.open_websocket(
+            "127.0.0.1", server.port, resume_url(position), options=client_options
+        ) as ws:
+            while not room._replaying:
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()
+            yield ws, recoveries
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_history_lost_during_a_replay_is_no_recovery() -> None:
     """The store starts a new epoch while a large replay waits for the client to read: the
     replay is sent whole, then the new epoch's messages from offset 1 (none taken for one the
@@ -271,44 +307,17 @@ async def test_a_history_lost_during_a_replay_is_no_recovery() -> None:
     for _ in range(80):  # 20 MiB: more than loopback's socket buffers hold
         room.broadcast(big)
     old_epoch = history.epoch
-    recoveries: list[trio_ws.Recovery] = []
-    options = trio_ws.WebSocketOptions(
-        ping_interval=None, write_queue=2, compression=None, max_message_size=2**20
-    )
-
-    async def handler(request: trio_ws.WebSocketRequest) -> None:
-        ws = await request.accept()
-        recoveries.append(await room.join(ws, since=since_of(request.query)))
-        async for _ in ws:
-            pass
-
-    client_options = trio_ws.WebSocketOptions(
-        ping_interval=None, max_queue=1, compression=None, max_message_size=2**20
-    )
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: trio_ws.serve_websocket(
-                    handler, "127.0.0.1", 0, options=options, task_status=task_status
-                )
-            )
-            url = resume_url(trio_ws.Position(old_epoch, 0))
-            async with trio_ws.open_websocket(
-                "127.0.0.1", server.port, url, options=client_options
-            ) as ws:
-                while not room._replaying:  # the replay fills every buffer and waits
-                    await trio.testing.wait_all_tasks_blocked()
-                await trio.testing.wait_all_tasks_blocked()
-                history.inner = trio_ws.MemoryHistory(1000)  # the history is lost
-                for i in range(1, 4):
-                    room.broadcast(f"new{i}")
-                got = [json.loads(str(await ws.receive())) for _ in range(83)]
-                assert [m["epoch"] for m in got] == [old_epoch] * 80 + [history.epoch] * 3
-                assert [m["offset"] for m in got] == [*range(1, 81), 1, 2, 3]
-                assert [m["data"] for m in got[80:]] == ["new1", "new2", "new3"]
-                await wait_recoveries(recoveries, 1)
-                assert not recoveries[0].recovered
-            nursery.cancel_scope.cancel()
+        async with stalled_replay(room, trio_ws.Position(old_epoch, 0)) as (ws, recoveries):
+            history.inner = trio_ws.MemoryHistory(1000)  # the history is lost
+            for i in range(1, 4):
+                room.broadcast(f"new{i}")
+            got = [json.loads(str(await ws.receive())) for _ in range(83)]
+            assert [m["epoch"] for m in got] == [old_epoch] * 80 + [history.epoch] * 3
+            assert [m["offset"] for m in got] == [*range(1, 81), 1, 2, 3]
+            assert [m["data"] for m in got[80:]] == ["new1", "new2", "new3"]
+            await wait_recoveries(recoveries, 1)
+            assert not recoveries[0].recovered
 
 
 async def test_messages_broadcast_while_the_replay_waits_for_room_come_after_it() -> None:
@@ -320,47 +329,20 @@ async def test_messages_broadcast_while_the_replay_waits_for_room_come_after_it(
         room.broadcast(big)
     position = room.position()
     assert position is not None
-    recoveries: list[trio_ws.Recovery] = []
-    options = trio_ws.WebSocketOptions(
-        ping_interval=None, write_queue=2, compression=None, max_message_size=2**20
-    )
-
-    async def handler(request: trio_ws.WebSocketRequest) -> None:
-        ws = await request.accept()
-        recoveries.append(await room.join(ws, since=since_of(request.query)))
-        async for _ in ws:
-            pass
-
-    client_options = trio_ws.WebSocketOptions(
-        ping_interval=None, max_queue=1, compression=None, max_message_size=2**20
-    )
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: trio_ws.serve_websocket(
-                    handler, "127.0.0.1", 0, options=options, task_status=task_status
-                )
-            )
-            url = resume_url(trio_ws.Position(position.epoch, 0))
-            async with trio_ws.open_websocket(
-                "127.0.0.1", server.port, url, options=client_options
-            ) as ws:
-                # The client reads nothing yet: the replay fills every buffer and waits.
-                while not room._replaying:
-                    await trio.testing.wait_all_tasks_blocked()
-                await trio.testing.wait_all_tasks_blocked()
-                assert not recoveries  # join() is still replaying
-                for i in range(81, 101):
-                    room.broadcast(f"live {i}")
-                offsets = []
-                for _ in range(100):
-                    offset, data = unwrap(await ws.receive())
-                    offsets.append(offset)
-                    assert data == (big if offset <= 80 else f"live {offset}")
-                assert offsets == list(range(1, 101))
-                assert recoveries == [trio_ws.Recovery(True, 80, room.position())]
-                assert not room._replaying
-            nursery.cancel_scope.cancel()
+        start = trio_ws.Position(position.epoch, 0)
+        async with stalled_replay(room, start) as (ws, recoveries):
+            assert not recoveries  # join() is still replaying
+            for i in range(81, 101):
+                room.broadcast(f"live {i}")
+            offsets = []
+            for _ in range(100):
+                offset, data = unwrap(await ws.receive())
+                offsets.append(offset)
+                assert data == (big if offset <= 80 else f"live {offset}")
+            assert offsets == list(range(1, 101))
+            assert recoveries == [trio_ws.Recovery(True, 80, room.position())]
+            assert not room._replaying
 
 
 async def test_a_thousand_members_reconnect_at_once_and_miss_nothing() -> None:
