@@ -47,6 +47,21 @@ async def room_server(
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def three_members(
+    room: trio_ws.Room,
+) -> AsyncIterator[tuple[trio_ws.WebSocketConnection, ...]]:
+    """Three clients of a ``room_server``, all members of ``room``."""
+    async with room_server(room) as (server, _):
+        async with (
+            trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as a,
+            trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as b,
+            trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as c,
+        ):
+            await wait_members(room, 3)
+            yield a, b, c
+
+
 async def stalled_client(port: int) -> trio.SocketStream:
     """A client that completes the handshake and then never reads a byte."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -61,21 +76,15 @@ async def stalled_client(port: int) -> trio.SocketStream:
 async def test_every_member_gets_every_message_in_order() -> None:
     room = trio_ws.Room()
     with trio.fail_after(10):
-        async with room_server(room) as (server, _):
-            async with (
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as a,
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as b,
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as c,
-            ):
-                await wait_members(room, 3)
-                for i in range(5):
-                    await a.send(f"text {i}")
-                await b.send(b"\x00binary")
-                for ws in (a, b, c):
-                    got = [await ws.receive() for _ in range(6)]
-                    # a's messages arrive in a's order; b's binary message is among them.
-                    assert [m for m in got if isinstance(m, str)] == [f"text {i}" for i in range(5)]
-                    assert b"\x00binary" in got
+        async with three_members(room) as (a, b, c):
+            for i in range(5):
+                await a.send(f"text {i}")
+            await b.send(b"\x00binary")
+            for ws in (a, b, c):
+                got = [await ws.receive() for _ in range(6)]
+                # a's messages arrive in a's order; b's binary message is among them.
+                assert [m for m in got if isinstance(m, str)] == [f"text {i}" for i in range(5)]
+                assert b"\x00binary" in got
 
 
 async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
@@ -94,24 +103,18 @@ async def test_a_burst_of_broadcasts_reaches_each_member_in_few_writes(
         return real_write(fd, data)
 
     with trio.fail_after(10):
-        async with room_server(room) as (server, _):
-            async with (
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as a,
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as b,
-                trio_ws.open_websocket("127.0.0.1", server.port, "/", options=NO_PINGS) as c,
-            ):
-                await wait_members(room, 3)
-                monkeypatch.setattr(trio_ws._trio._outbox.os, "write", counted_write)
-                assert room.broadcast("lone") == 3
-                assert calls == 3  # written before the broadcasting task yields
-                for ws in (a, b, c):
-                    assert await ws.receive() == "lone"
-                calls = 0
-                assert [room.broadcast(f"m{i}") for i in range(50)] == [3] * 50
-                for ws in (a, b, c):
-                    assert [await ws.receive() for _ in range(50)] == [f"m{i}" for i in range(50)]
-                assert calls == 3 * 8
-                assert room.closed_slow == 0
+        async with three_members(room) as (a, b, c):
+            monkeypatch.setattr(trio_ws._trio._outbox.os, "write", counted_write)
+            assert room.broadcast("lone") == 3
+            assert calls == 3  # written before the broadcasting task yields
+            for ws in (a, b, c):
+                assert await ws.receive() == "lone"
+            calls = 0
+            assert [room.broadcast(f"m{i}") for i in range(50)] == [3] * 50
+            for ws in (a, b, c):
+                assert [await ws.receive() for _ in range(50)] == [f"m{i}" for i in range(50)]
+            assert calls == 3 * 8
+            assert room.closed_slow == 0
 
 
 async def test_members_leave_when_their_connection_closes() -> None:
