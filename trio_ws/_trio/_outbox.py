@@ -10,6 +10,10 @@ there is a backlog. Streams without a file descriptor (TLS, memory) always use t
 A large payload is never copied to join it to its header: ``writev(2)`` writes both, the
 writer sends it on its own, and the rest of a partly written frame is a view of it.
 
+The queue is bounded in frames (``limit``); data frames wait for room (``offer`` answers
+``FULL``), while the core's own output (pongs, close replies) and our close frame may go past
+the bound: they are few and small, and a closing connection takes no more data.
+
 A frame offered with ``hold=True`` (a Room does so for the second and later broadcasts of a
 burst) is held, with the frames that follow it, until Trio's scheduler has run the tasks that
 were ready (a callback scheduled with ``run_sync_soon`` marks it), then written joined with
@@ -76,7 +80,6 @@ class Outbox:
         "_finished",
         "_fragmenting",
         "_held",
-        "_holders",
         "_holding",
         "_limit",
         "_nursery",
@@ -99,7 +102,6 @@ class Outbox:
         self._partial_head = False
         self._writing = False  # a writer task is running (or about to)
         self._holding = False  # frames are held until release() (hold=True)
-        self._holders: list[Outbox] | None = None  # the run's outboxes holding (_HOLDERS)
         self._closing = False  # our close frame is accepted: no more data frames
         self._finished = False  # the connection is over: nothing more is written
         self._fragmenting = False  # a message is being sent in fragments (RFC 6455 5.4)
@@ -314,14 +316,11 @@ class Outbox:
 
     def _hold(self) -> None:
         """Hold frames from now on, until ``release()`` (soon: see the module docstring)."""
-        held = self._holders
-        if held is None:
-            try:
-                held = _HOLDERS.get()
-            except LookupError:
-                held = []
-                _HOLDERS.set(held)
-            self._holders = held
+        try:
+            held = _HOLDERS.get()
+        except LookupError:
+            held = []
+            _HOLDERS.set(held)
         if not held:
             trio.lowlevel.current_trio_token().run_sync_soon(_release_all, held)
         held.append(self)
@@ -330,26 +329,8 @@ class Outbox:
     def release(self) -> None:
         """Stop holding frames: write those held now."""
         self._holding = False
-        queue = self._queue
-        if not queue or self._writing or self._finished:
-            return
-        fd = self._fd
-        if fd is not None and len(queue) == 1 and type(queue[0]) is bytes:
-            data = queue[0]  # one frame held (a burst of one sender): as _put writes it
-            try:
-                written = os.write(fd, data)
-            except OSError:
-                written = 0
-            if written == len(data):
-                queue.clear()
-                self._queued_bytes = 0
-                if self._changed:
-                    self._changed.unpark_all()  # idle: flush() returns
-                return
-            self._drop_written(written)
-            self._start_writer()
-            return
-        self._write_queue()
+        if self._queue and not self._writing and not self._finished:
+            self._write_queue()
 
     def _write_queue(self) -> None:
         """Write the queue at once, joined (large payloads apart, with ``writev``), as far as
